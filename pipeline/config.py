@@ -1,0 +1,257 @@
+"""The typed config schema, its defaults, and loading YAML files plus command-line overrides.
+
+Every default lives in the dataclasses below (``configs/base.yaml`` is the same tree written
+out for reading; a test keeps the two equal). YAML files and ``key=value`` overrides are merged
+on top in order; an unknown key, a wrong type or an impossible combination raises
+:class:`ConfigError` naming the key and the file or override it came from.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+import yaml
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+
+ARCHES = ("tconv", "upsample_sn")
+G_LOSSES = ("non_saturating", "saturating")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass
+class DataConfig:
+    # Folder holding the four standard MNIST IDX files (plain or .gz); tried before any download.
+    root: Optional[str] = None
+    # Where the verified uint8 cache lives; relative paths are taken from the project directory.
+    cache_dir: str = "data/mnist"
+    # Try torchvision's downloader when there is no cache (needs the internet).
+    download: bool = True
+    # Train on the first N training images only (smoke runs); null = all 60,000.
+    train_subset: Optional[int] = None
+
+
+@dataclass
+class ModelConfig:
+    arch: str = "tconv"
+    noise_dim: int = 54
+    code_dim: int = 10
+    # Width of the hidden layer of Q's MLP head.
+    q_hidden: int = 128
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 8
+    batch_size: int = 128
+    lr_d: float = 2e-4
+    lr_g: float = 1e-3
+    lr_q: float = 1e-3
+    beta1: float = 0.5
+    beta2: float = 0.999
+    # lambda: weight of the info (mutual-information) term.
+    code_weight: float = 1.0
+    g_loss: str = "non_saturating"
+    # As in openai/InfoGAN: the info term is part of D's objective too, so it trains D's trunk.
+    info_trains_d_trunk: bool = True
+    # Cap on iterations per epoch (smoke runs); null = one pass over the training set.
+    steps_per_epoch: Optional[int] = None
+    # Metrics are averaged over this many iterations and logged in one batch.
+    log_every: int = 25
+    device: str = "auto"
+    # torch intra-op threads; 0 = one per CPU core.
+    threads: int = 0
+
+
+@dataclass
+class TrackingConfig:
+    experiment: str = "infogan"
+    run_name: Optional[str] = None
+    # Log the final generator and discriminator/Q with mlflow.pytorch.log_model.
+    log_model: bool = True
+    # Local checkpoints (also logged as run artifacts); relative to the project directory.
+    checkpoint_dir: str = "checkpoints"
+
+
+@dataclass
+class Config:
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; the message names the key and its source."""
+
+
+def project_dir() -> Path:
+    """The directory that holds the local MLflow store, data cache and checkpoints.
+
+    ``INFOGAN_HOME`` wins; otherwise the nearest ancestor of the working directory that holds an
+    ``MLproject`` file (so commands behave the same from any sub-folder of a checkout); otherwise
+    the working directory.
+    """
+    if os.environ.get("INFOGAN_HOME"):
+        return Path(os.environ["INFOGAN_HOME"]).resolve()
+    cwd = Path.cwd().resolve()
+    for folder in (cwd, *cwd.parents):
+        if (folder / "MLproject").is_file():
+            return folder
+    return cwd
+
+
+def resolve_path(path: str) -> Path:
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else project_dir() / p
+
+
+def _leaf_keys(node: Any, prefix: str = "") -> Iterable[str]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from _leaf_keys(value, f"{prefix}{key}.")
+    else:
+        yield prefix[:-1]
+
+
+def _merge(cfg: DictConfig, incoming: DictConfig, source: str, sources: dict) -> DictConfig:
+    try:
+        merged = OmegaConf.merge(cfg, incoming)
+    except ConfigKeyError as e:
+        key = e.full_key or e.key
+        parent = key.rsplit(".", 1)[0] if key and "." in key else None
+        known = sorted(OmegaConf.select(cfg, parent).keys()) if parent else sorted(cfg.keys())
+        raise ConfigError(
+            f"unknown config key '{key}' in {source}; known keys here: {', '.join(known)}"
+        ) from None
+    except ValidationError as e:
+        raise ConfigError(
+            f"wrong type for config key '{e.full_key}' in {source}: {str(e.msg).splitlines()[0]}"
+        ) from None
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"bad value in {source}: {str(e.msg).splitlines()[0]}") from None
+    for key in _leaf_keys(OmegaConf.to_container(incoming)):
+        sources[key] = source
+    return merged
+
+
+def split_overrides(args: Iterable[str]) -> list[str]:
+    """Overrides may come as separate arguments or as one string (MLproject's ``overrides``)."""
+    out: list[str] = []
+    for arg in args:
+        out.extend(shlex.split(arg))
+    return out
+
+
+def load_config(files: Iterable[str] = (), overrides: Iterable[str] = ()) -> DictConfig:
+    """Schema defaults, then each YAML file in order, then ``key=value`` overrides; validated."""
+    cfg = OmegaConf.structured(Config)
+    sources: dict[str, str] = {}
+    for name in files:
+        if not name:
+            continue
+        path = Path(name)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {name}")
+        try:
+            raw = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{name} is not valid YAML: {e}") from None
+        if raw is None:
+            continue
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{name} must hold a mapping of config keys, not {type(raw).__name__}")
+        cfg = _merge(cfg, OmegaConf.create(raw), f"config file {name}", sources)
+    for item in split_overrides(overrides):
+        key, sep, _ = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override '{item}' is not of the form key=value (e.g. train.epochs=3)")
+        try:
+            incoming = OmegaConf.from_dotlist([item])
+        except OmegaConfBaseException as e:
+            raise ConfigError(f"cannot parse override '{item}': {e.msg}") from None
+        cfg = _merge(cfg, incoming, f"command-line override '{item}'", sources)
+    validate(cfg, sources)
+    OmegaConf.set_readonly(cfg, True)
+    return cfg
+
+
+def validate(cfg: DictConfig, sources: Optional[dict] = None) -> None:
+    """Cross-field and range rules that types alone cannot express."""
+    sources = sources or {}
+
+    def fail(key: str, why: str) -> None:
+        where = sources.get(key, "the defaults")
+        raise ConfigError(f"config key '{key}' (from {where}) {why}")
+
+    def choice(key: str, allowed: tuple) -> None:
+        value = OmegaConf.select(cfg, key)
+        if value not in allowed:
+            fail(key, f"is '{value}'; expected one of: {', '.join(allowed)}")
+
+    def at_least(key: str, low: float) -> None:
+        value = OmegaConf.select(cfg, key)
+        if value is not None and value < low:
+            fail(key, f"is {value}; it must be >= {low}")
+
+    choice("model.arch", ARCHES)
+    choice("train.g_loss", G_LOSSES)
+    choice("train.device", DEVICES)
+    for key in ("model.noise_dim", "train.epochs", "train.batch_size", "train.log_every",
+                "model.q_hidden", "train.steps_per_epoch", "data.train_subset"):
+        at_least(key, 1)
+    at_least("model.code_dim", 2)
+    at_least("train.code_weight", 0.0)
+    at_least("train.threads", 0)
+    for key in ("train.lr_d", "train.lr_g", "train.lr_q"):
+        if not OmegaConf.select(cfg, key) > 0:
+            fail(key, "must be a positive learning rate")
+    for key in ("train.beta1", "train.beta2"):
+        if not 0.0 <= OmegaConf.select(cfg, key) < 1.0:
+            fail(key, "must be in [0, 1)")
+    subset = cfg.data.train_subset
+    if subset is not None and subset < cfg.train.batch_size:
+        fail("data.train_subset", f"is {subset}, fewer images than one batch "
+             f"(train.batch_size={cfg.train.batch_size}); no full batch could be drawn")
+    if cfg.train.batch_size > 60000:
+        fail("train.batch_size", "is larger than the MNIST training set (60,000)")
+    if cfg.model.arch == "tconv" and cfg.train.batch_size < 2:
+        fail("train.batch_size", "must be >= 2 for the tconv architecture (batch norm)")
+
+
+def to_yaml(cfg: DictConfig) -> str:
+    return OmegaConf.to_yaml(cfg, resolve=True)
+
+
+def from_yaml(text: str) -> DictConfig:
+    """A config stored in a checkpoint or run artifact, re-checked against today's schema."""
+    raw = yaml.safe_load(text) or {}
+    cfg = _merge(OmegaConf.structured(Config), OmegaConf.create(raw), "stored config", {})
+    validate(cfg)
+    return cfg
+
+
+def flatten(cfg: DictConfig) -> dict[str, Any]:
+    """``{'train.lr_g': 0.001, ...}``: the shape used for MLflow params and sweep spaces."""
+    out: dict[str, Any] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(value, f"{prefix}{key}.")
+        else:
+            out[prefix[:-1]] = node
+
+    walk(OmegaConf.to_container(cfg, resolve=True), "")
+    return out
+
+
+def config_hash(cfg: DictConfig) -> str:
+    """Identity of a training config, used to find an interrupted run to resume."""
+    body = {k: v for k, v in flatten(cfg).items() if not k.startswith("tracking.run_name")}
+    return hashlib.sha256(repr(sorted(body.items())).encode()).hexdigest()[:16]

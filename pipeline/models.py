@@ -1,0 +1,122 @@
+"""G, the shared D trunk, the D head and the Q head, for both architectures. Pure modules.
+
+Layers that act on a 1x1 map (the first two transposed convolutions of G, the 7x7 convolution
+that ends D's trunk) are written as ``nn.Linear``: the same function with the same parameter
+count, about 1.25x faster on a CPU. ``literal=True`` builds them as the handout's convolutions
+instead (used by the benchmark's textbook loop and by the test that proves the two equal).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn.utils.parametrizations import spectral_norm
+
+G_SLOPE = 0.01  # LeakyReLU slopes of the lab handout
+D_SLOPE = 0.1
+
+
+def _g_act() -> nn.Module:
+    return nn.LeakyReLU(G_SLOPE, inplace=True)
+
+
+def _d_act() -> nn.Module:
+    return nn.LeakyReLU(D_SLOPE, inplace=True)
+
+
+class Generator(nn.Module):
+    """G(z, c): noise [B, noise_dim] and one-hot code [B, code_dim] -> images [B, 1, 28, 28] in [0, 1]."""
+
+    def __init__(self, noise_dim: int, code_dim: int, arch: str, literal: bool = False):
+        super().__init__()
+        self.noise_dim, self.code_dim, self.arch = noise_dim, code_dim, arch
+        in_dim = noise_dim + code_dim
+        if literal:
+            stem = [nn.Unflatten(1, (in_dim, 1, 1)),
+                    nn.ConvTranspose2d(in_dim, 512, 1, bias=False), nn.BatchNorm2d(512), _g_act(),
+                    nn.ConvTranspose2d(512, 256, 4, bias=False)]
+        else:
+            stem = [nn.Linear(in_dim, 512, bias=False), nn.BatchNorm1d(512), _g_act(),
+                    nn.Linear(512, 256 * 4 * 4, bias=False), nn.Unflatten(1, (256, 4, 4))]
+        stem += [nn.BatchNorm2d(256), _g_act()]
+        if arch == "tconv":
+            body = [
+                nn.ConvTranspose2d(256, 128, 5, stride=2, padding=2, bias=False),  # 4 -> 7
+                nn.BatchNorm2d(128), _g_act(),
+                nn.ConvTranspose2d(128, 64, 2, stride=2, bias=False),  # 7 -> 14
+                nn.BatchNorm2d(64), _g_act(),
+                nn.ConvTranspose2d(64, 1, 2, stride=2),  # 14 -> 28
+            ]
+        elif arch == "upsample_sn":
+            # Resize, then convolve: every output pixel sees the same number of kernel taps,
+            # so there is no checkerboard pattern from uneven overlap.
+            body = [
+                nn.Upsample(size=(7, 7), mode="bilinear", align_corners=False),
+                nn.Conv2d(256, 128, 3, padding=1, bias=False), nn.BatchNorm2d(128), _g_act(),
+                nn.Upsample(scale_factor=2, mode="nearest"),
+                nn.Conv2d(128, 64, 3, padding=1, bias=False), nn.BatchNorm2d(64), _g_act(),
+                nn.Upsample(scale_factor=2, mode="nearest"),
+                nn.Conv2d(64, 1, 3, padding=1),
+            ]
+        else:
+            raise ValueError(f"unknown architecture {arch!r}")
+        self.net = nn.Sequential(*stem, *body, nn.Sigmoid())
+
+    def forward(self, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.cat([z, c], dim=1))
+
+
+class Discriminator(nn.Module):
+    """The shared trunk with two heads: D's real/fake logit and Q's code logits."""
+
+    def __init__(self, code_dim: int, arch: str, q_hidden: int = 128, literal: bool = False):
+        super().__init__()
+        self.arch = arch
+        if arch == "tconv":
+            norm = lambda m: m  # noqa: E731  (batch norm follows instead)
+            bn2, bn1 = nn.BatchNorm2d, nn.BatchNorm1d
+        elif arch == "upsample_sn":
+            norm = spectral_norm
+            bn2 = bn1 = lambda n: nn.Identity()  # noqa: E731
+        else:
+            raise ValueError(f"unknown architecture {arch!r}")
+        trunk = [
+            norm(nn.Conv2d(1, 64, 4, stride=2, padding=1)), _d_act(),  # 28 -> 14
+            norm(nn.Conv2d(64, 128, 4, stride=2, padding=1, bias=arch != "tconv")),  # 14 -> 7
+            bn2(128), _d_act(),
+        ]
+        if literal:
+            trunk += [norm(nn.Conv2d(128, 256, 7, bias=arch != "tconv")), bn2(256), _d_act(), nn.Flatten()]
+        else:
+            trunk += [nn.Flatten(), norm(nn.Linear(128 * 7 * 7, 256, bias=arch != "tconv")), bn1(256), _d_act()]
+        self.trunk = nn.Sequential(*trunk)
+        # With batch norm, one sample's features depend on the rest of its batch: callers must
+        # then pass real and fake together (see train.train_step).
+        self.batch_coupled = arch == "tconv"
+        self.head = norm(nn.Linear(256, 1))
+        self.q = nn.Sequential(nn.Linear(256, q_hidden), _d_act(), nn.Linear(q_hidden, code_dim))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(d_logit [B], q_logits [B, code_dim])."""
+        h = self.trunk(x)
+        return self.head(h).squeeze(1), self.q(h)
+
+
+def init_weights(module: nn.Module) -> None:
+    """DCGAN initialisation: N(0, 0.02) weights, batch-norm scales N(1, 0.02)."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+            weight = m.parametrizations.weight.original if hasattr(m, "parametrizations") else m.weight
+            nn.init.normal_(weight, 0.0, 0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            nn.init.normal_(m.weight, 1.0, 0.02)
+            nn.init.zeros_(m.bias)
+
+
+def build(model_cfg, literal: bool = False) -> tuple[Generator, Discriminator]:
+    g = Generator(model_cfg.noise_dim, model_cfg.code_dim, model_cfg.arch, literal=literal)
+    d = Discriminator(model_cfg.code_dim, model_cfg.arch, model_cfg.q_hidden, literal=literal)
+    init_weights(g)
+    init_weights(d)
+    return g, d

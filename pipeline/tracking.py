@@ -1,0 +1,164 @@
+"""The only module that logs to MLflow: store set-up, runs, and a tracker the stages log through.
+
+Default store: ``sqlite:///<project>/mlflow.db`` with artifacts in ``<project>/mlartifacts``;
+``MLFLOW_TRACKING_URI`` points everything at a server instead. Telemetry stays off unless the
+user sets ``MLFLOW_DISABLE_TELEMETRY`` themselves. :class:`NullTracker` does nothing, for tests.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+import mlflow  # noqa: E402
+from mlflow import MlflowClient  # noqa: E402
+from mlflow.entities import Param, RunTag  # noqa: E402
+
+from .config import project_dir  # noqa: E402
+
+TAG_PREFIX = "infogan."
+
+
+def tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{project_dir() / 'mlflow.db'}"
+
+
+def is_local_store(uri: str) -> bool:
+    return uri.startswith("sqlite:")
+
+
+def configure() -> str:
+    """Point MLflow at the project's store (or ``MLFLOW_TRACKING_URI``); returns the URI."""
+    uri = tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    return uri
+
+
+def ensure_experiment(name: str) -> str:
+    """The experiment's id, creating it with artifacts beside the local store when needed."""
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        if experiment.lifecycle_stage == "deleted":
+            client.restore_experiment(experiment.experiment_id)
+        return experiment.experiment_id
+    location = None
+    if is_local_store(mlflow.get_tracking_uri()):
+        safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
+        location = (project_dir() / "mlartifacts" / safe).as_uri()
+    return client.create_experiment(name, artifact_location=location)
+
+
+@contextlib.contextmanager
+def start_run(experiment: str, run_name: Optional[str] = None, run_id: Optional[str] = None,
+              nested: bool = False, tags: Optional[dict] = None) -> Iterator[Any]:
+    """The run a stage logs into, ended FINISHED, FAILED on an error or KILLED on Ctrl-C.
+
+    ``run_id`` resumes that run. Otherwise a stage already inside a run (a caller's, or the one
+    ``mlflow run`` opened and passed as ``MLFLOW_RUN_ID``) logs into it; ``nested`` opens a child
+    of the active run in the parent's experiment; else a new run in ``experiment``.
+    """
+    configure()
+    active = mlflow.active_run()
+    if run_id is None and not nested and active is not None:
+        yield active
+        return
+    if run_id is None and not nested and os.environ.get("MLFLOW_RUN_ID"):
+        run_id = os.environ["MLFLOW_RUN_ID"]
+    if run_id is not None:
+        run = mlflow.start_run(run_id=run_id, nested=active is not None, tags=tags)
+    else:
+        experiment_id = active.info.experiment_id if nested and active else ensure_experiment(experiment)
+        run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, nested=nested, tags=tags)
+    try:
+        yield run
+    except KeyboardInterrupt:
+        mlflow.end_run("KILLED")
+        raise
+    except BaseException:
+        mlflow.end_run("FAILED")
+        raise
+    else:
+        mlflow.end_run("FINISHED")
+
+
+def _param_value(value: Any) -> str:
+    return "null" if value is None else str(value)
+
+
+class MlflowTracker:
+    """Logs to one run. Metrics go out asynchronously; :meth:`flush` waits for them."""
+
+    def __init__(self, run_id: str):
+        self.run_id = run_id
+        self.client = MlflowClient()
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        items = [Param(k, _param_value(v)) for k, v in params.items()]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(self.run_id, params=items[i:i + 100], synchronous=True)
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        items = [RunTag(k, _param_value(v)) for k, v in tags.items()]
+        self.client.log_batch(self.run_id, tags=items, synchronous=True)
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        mlflow.log_metrics(metrics, step=step, run_id=self.run_id, synchronous=False)
+
+    def log_image(self, image, key: str, step: int) -> None:
+        """A step-indexed image (numpy HxWx3 uint8), shown with a step slider in the UI."""
+        with _as_active(self.run_id):
+            mlflow.log_image(image, key=key, step=step, synchronous=True)
+
+    def log_artifact(self, path: Path, artifact_path: Optional[str] = None) -> None:
+        self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        self.client.log_text(self.run_id, text, artifact_file)
+
+    def log_model(self, module, name: str) -> str:
+        """Log a torch module as an MLflow model; returns its URI (``runs:/<id>/<name>``)."""
+        import mlflow.pytorch
+
+        with _as_active(self.run_id):
+            mlflow.pytorch.log_model(module, name=name, pip_requirements=["torch", "torchvision"])
+        return f"runs:/{self.run_id}/{name}"
+
+    def log_dataset(self, features, targets, name: str, source: str, digest: str, context: str) -> None:
+        dataset = mlflow.data.from_numpy(features, targets=targets, source=source, name=name, digest=digest[:20])
+        with _as_active(self.run_id):
+            mlflow.log_input(dataset, context=context)
+
+    def last_step(self, key: str) -> int:
+        """The highest step logged for ``key`` (-1 if none): where a resumed run continues."""
+        history = self.client.get_metric_history(self.run_id, key)
+        return max((m.step for m in history), default=-1)
+
+    def flush(self) -> None:
+        mlflow.flush_async_logging()
+
+
+class NullTracker:
+    """Takes every call and logs nothing: unit tests and benchmarks without tracking."""
+
+    run_id = None
+
+    def __getattr__(self, name: str):
+        if name == "last_step":
+            return lambda key: -1
+        return lambda *args, **kwargs: None
+
+
+@contextlib.contextmanager
+def _as_active(run_id: str) -> Iterator[None]:
+    """Fluent-only MLflow calls (log_image, log_model, log_input) need the run to be active."""
+    active = mlflow.active_run()
+    if active is not None and active.info.run_id == run_id:
+        yield
+        return
+    with mlflow.start_run(run_id=run_id, nested=active is not None):
+        yield
+

@@ -1,0 +1,414 @@
+"""The training stage: the InfoGAN step, the loop's cadence (logging, sample grids,
+checkpoints), resume, and the ``train`` stage function that wraps it all in an MLflow run."""
+from __future__ import annotations
+
+import math
+import os
+import signal
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator, Optional
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+from tqdm import tqdm
+
+from . import checkpoint, latents, losses, models
+from .config import ConfigError, config_hash, flatten, from_yaml, resolve_path, to_yaml
+from .data import as_tensors, prepare
+from .images import grid_array
+
+METRICS = ("loss/d", "loss/g", "loss/info", "prob/d_real", "prob/d_fake_before_g", "prob/d_fake_after_g")
+N_STYLES = 10  # noise vectors in the fixed grid (columns); rows are the code values
+
+
+class NonFiniteLoss(RuntimeError):
+    """A loss became NaN or inf; the run stops and the last good checkpoint is kept."""
+
+
+class Interrupted(Exception):
+    """SIGTERM, turned into an exception so the loop can checkpoint on the way out."""
+
+
+@dataclass
+class Optimisers:
+    d: torch.optim.Optimizer  # D's trunk and head
+    q: torch.optim.Optimizer  # Q's head
+    g: torch.optim.Optimizer
+
+    def state_dict(self) -> dict:
+        return {"d": self.d.state_dict(), "q": self.q.state_dict(), "g": self.g.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.d.load_state_dict(state["d"])
+        self.q.load_state_dict(state["q"])
+        self.g.load_state_dict(state["g"])
+
+
+def make_optimisers(g: models.Generator, d: models.Discriminator, tcfg) -> Optimisers:
+    betas = (tcfg.beta1, tcfg.beta2)
+    d_params = [*d.trunk.parameters(), *d.head.parameters()]
+    return Optimisers(
+        d=torch.optim.Adam(d_params, lr=tcfg.lr_d, betas=betas),
+        q=torch.optim.Adam(d.q.parameters(), lr=tcfg.lr_q, betas=betas),
+        g=torch.optim.Adam(g.parameters(), lr=tcfg.lr_g, betas=betas),
+    )
+
+
+@contextmanager
+def frozen(module: torch.nn.Module) -> Iterator[None]:
+    """No weight gradients for ``module`` (gradients still flow through it to its input)."""
+    module.requires_grad_(False)
+    try:
+        yield
+    finally:
+        module.requires_grad_(True)
+
+
+def train_step(g: models.Generator, d: models.Discriminator, opt: Optimisers, x: torch.Tensor,
+               z: torch.Tensor, c: torch.Tensor, code_weight: float, g_loss_kind: str,
+               info_trains_d_trunk: bool) -> dict[str, torch.Tensor]:
+    """One InfoGAN iteration on real batch ``x`` with latents (z, c). Returns detached scalars.
+
+    One fake batch serves both steps: G runs once, the D step reads it detached, the G step
+    backpropagates through the updated D into G without computing D's weight gradients.
+    Real and fake go through D as one batch, so that batch norm in D (the tconv architecture
+    normalises the 1x1 features right before the D head) normalises both with the same
+    statistics; normalised separately, a batch of fakes looks like a batch of reals to the head.
+    """
+    n_real = x.shape[0]
+    fake = g(z, latents.one_hot(c, g.code_dim))
+
+    # D step: real -> 1, fake -> 0; Q learns to read c back from the fake (openai/InfoGAN puts
+    # the info term in D's objective; the flag decides whether it may shape D's trunk too).
+    h = d.trunk(torch.cat([x, fake.detach()]))
+    d_real, d_fake = d.head(h).squeeze(1).split([n_real, fake.shape[0]])
+    h_fake = h[n_real:]
+    q_logits = d.q(h_fake if info_trains_d_trunk else h_fake.detach())
+    loss_d = losses.d_loss(d_real, d_fake)
+    opt.d.zero_grad(set_to_none=True)
+    opt.q.zero_grad(set_to_none=True)
+    (loss_d + code_weight * losses.info_loss(q_logits, c)).backward()
+    opt.d.step()
+    opt.q.step()
+
+    # G step: fool the updated D, and make c recoverable by Q; D and Q stay fixed here.
+    with frozen(d):
+        h = d.trunk(torch.cat([x, fake]) if d.batch_coupled else fake)[-fake.shape[0]:]
+        d_fake_after = d.head(h).squeeze(1)
+        loss_g = losses.g_loss(d_fake_after, g_loss_kind)
+        loss_info = losses.info_loss(d.q(h), c)
+        opt.g.zero_grad(set_to_none=True)
+        (loss_g + code_weight * loss_info).backward()
+        opt.g.step()
+
+    return {
+        "loss/d": loss_d.detach(),
+        "loss/g": loss_g.detach(),
+        "loss/info": loss_info.detach(),
+        "prob/d_real": torch.sigmoid(d_real.detach()).mean(),
+        "prob/d_fake_before_g": torch.sigmoid(d_fake.detach()).mean(),
+        "prob/d_fake_after_g": torch.sigmoid(d_fake_after.detach()).mean(),
+    }
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("train.device is 'cuda' but no CUDA device is available (use auto or cpu)")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def set_threads(threads: int) -> None:
+    torch.set_num_threads(threads or os.cpu_count() or 1)
+
+
+@torch.no_grad()
+def sample_grid(g: models.Generator, noise: torch.Tensor) -> torch.Tensor:
+    """The fixed-noise grid in eval mode (batch-norm running statistics stay untouched):
+    [code_dim * n_styles, 1, 28, 28], row k = code value k."""
+    was_training = g.training
+    g.eval()
+    z, c = latents.grid_inputs(noise, g.code_dim)
+    images = g(z, latents.one_hot(c, g.code_dim))
+    g.train(was_training)
+    return images
+
+
+class _Accumulator:
+    """Sums of step scalars between two logging points (kept on the device; no per-step sync)."""
+
+    def __init__(self):
+        self.sums: Optional[torch.Tensor] = None
+        self.count = 0
+
+    def add(self, stats: dict[str, torch.Tensor]) -> None:
+        values = torch.stack([stats[k] for k in METRICS])
+        self.sums = values if self.sums is None else self.sums + values
+        self.count += 1
+
+    def means(self) -> dict[str, float]:
+        return dict(zip(METRICS, (self.sums / self.count).tolist()))
+
+    def state(self) -> dict:
+        return {"sums": None if self.sums is None else self.sums.cpu(), "count": self.count}
+
+    def load(self, state: dict, device: torch.device) -> None:
+        self.sums = None if state["sums"] is None else state["sums"].to(device)
+        self.count = state["count"]
+
+
+def _on_sigterm(signum, frame):
+    raise Interrupted("terminated by SIGTERM")
+
+
+def fit(cfg: DictConfig, tracker, ckpt_path: Path, resume: Optional[dict] = None,
+        log: Callable[[str], None] = print, arrays: Optional[dict] = None) -> dict:
+    """Train ``cfg`` to the end, logging through ``tracker``; returns the last logged metrics.
+
+    ``resume`` is a checkpoint dict to continue from. A checkpoint is written at the end of every
+    epoch and on Ctrl-C/SIGTERM, so a resumed run repeats no step and skips none.
+    """
+    tcfg, mcfg = cfg.train, cfg.model
+    set_threads(tcfg.threads)
+    device = pick_device(tcfg.device)
+    torch.manual_seed(cfg.seed)
+    g, d = models.build(mcfg)
+    g.to(device)
+    d.to(device)
+    opt = make_optimisers(g, d, tcfg)
+    rng = torch.Generator(device=device).manual_seed(cfg.seed + 1)
+    noise = latents.fixed_noise(N_STYLES, mcfg.noise_dim, cfg.seed).to(device)
+
+    if arrays is None:
+        arrays, _ = prepare(cfg.data, log=log)
+    train_x = as_tensors(arrays, device, cfg.data.train_subset)["train_x"]
+    n = train_x.shape[0]
+    bsz = tcfg.batch_size
+    steps_per_epoch = n // bsz if tcfg.steps_per_epoch is None else min(tcfg.steps_per_epoch, n // bsz)
+
+    step, epoch, it, perm = 0, 0, 0, None
+    acc = _Accumulator()
+    if resume is not None:
+        g.load_state_dict(resume["g"])
+        d.load_state_dict(resume["d"])
+        opt.load_state_dict(resume["opt"])
+        rng.set_state(resume["rng"])
+        torch.set_rng_state(resume["torch_rng"])
+        noise = resume["fixed_noise"].to(device)
+        step, epoch, it = resume["step"], resume["epoch"], resume["iter"]
+        perm = None if resume["perm"] is None else resume["perm"].to(device)
+        acc.load(resume["acc"], device)
+        log(f"resuming at epoch {epoch + 1}, iteration {it}, step {step}")
+    # Steps already in the store (logged after the checkpoint, before a crash) are recomputed
+    # identically but not logged twice.
+    logged_through = tracker.last_step("loss/d")
+
+    def state() -> dict:
+        return {
+            "g": g.state_dict(), "d": d.state_dict(), "opt": opt.state_dict(),
+            "rng": rng.get_state(), "torch_rng": torch.get_rng_state(),
+            "fixed_noise": noise.cpu(), "step": step, "epoch": epoch, "iter": it,
+            "perm": None if perm is None else perm.cpu(), "acc": acc.state(),
+            "config": to_yaml(cfg), "run_id": tracker.run_id,
+        }
+
+    last: dict[str, float] = {}
+    interval_start, interval_images = time.perf_counter(), 0
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if _main_thread() else None
+    try:
+        while epoch < tcfg.epochs:
+            if perm is None:
+                perm = torch.randperm(n, generator=rng, device=device)
+            bar = tqdm(total=steps_per_epoch, initial=it, desc=f"epoch {epoch + 1}/{tcfg.epochs}",
+                       unit="it", leave=False, dynamic_ncols=True, disable=None, file=sys.stderr)
+            while it < steps_per_epoch:
+                x = train_x[perm[it * bsz:(it + 1) * bsz]].float().div_(255.0)
+                z, c = latents.sample(bsz, mcfg.noise_dim, mcfg.code_dim, rng, device)
+                acc.add(train_step(g, d, opt, x, z, c, tcfg.code_weight, tcfg.g_loss, tcfg.info_trains_d_trunk))
+                step += 1
+                it += 1
+                interval_images += bsz
+                bar.update(1)
+                if step % tcfg.log_every == 0:
+                    last = acc.means()
+                    bad = [k for k, v in last.items() if not math.isfinite(v)]
+                    if bad:
+                        raise NonFiniteLoss(
+                            f"{', '.join(bad)} became non-finite at step {step} (epoch {epoch + 1}); "
+                            f"stopped. The last good checkpoint ({ckpt_path}) is kept. Try lower "
+                            f"learning rates (train.lr_d, train.lr_g) or another seed.")
+                    elapsed = time.perf_counter() - interval_start
+                    last["perf/img_per_s"] = interval_images / max(elapsed, 1e-9)
+                    if step > logged_through:
+                        tracker.log_metrics(last, step=step)
+                    bar.set_postfix({k.split("/")[-1]: f"{v:.3f}" for k, v in last.items()
+                                     if k in ("loss/d", "loss/g", "loss/info")})
+                    acc = _Accumulator()
+                    interval_start, interval_images = time.perf_counter(), 0
+            bar.close()
+            epoch, it, perm = epoch + 1, 0, None
+            _check_finite_params(g, d, step, ckpt_path)
+            tracker.log_image(grid_array(sample_grid(g, noise), nrow=N_STYLES), key="samples", step=step)
+            tracker.flush()
+            checkpoint.save(ckpt_path, state())
+            tracker.log_artifact(ckpt_path, "checkpoints")
+            log(f"epoch {epoch}/{tcfg.epochs} done at step {step}: "
+                + ", ".join(f"{k} {v:.3f}" for k, v in last.items()))
+    except (KeyboardInterrupt, Interrupted):
+        _check_finite_params(g, d, step, ckpt_path)
+        tracker.flush()
+        checkpoint.save(ckpt_path, state())
+        log(f"\ninterrupted at step {step}; checkpoint saved to {ckpt_path}. "
+            f"Continue with: infogan train --resume {tracker.run_id}")
+        raise
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    return {"metrics": last, "step": step, "g": g, "d": d, "noise": noise}
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def _check_finite_params(g, d, step: int, ckpt_path: Path) -> None:
+    for name, module in (("G", g), ("D", d)):
+        if not all(torch.isfinite(p).all() for p in module.parameters()):
+            raise NonFiniteLoss(f"{name}'s weights became non-finite by step {step}; stopped "
+                                f"without overwriting the last good checkpoint ({ckpt_path}).")
+
+
+# --- the stage ---------------------------------------------------------------------------------
+
+def checkpoint_path(cfg: DictConfig, run_id: str) -> Path:
+    return resolve_path(cfg.tracking.checkpoint_dir) / run_id / checkpoint.CHECKPOINT_FILE
+
+
+def find_checkpoint(cfg: DictConfig, run_id: str) -> Optional[Path]:
+    """The run's local checkpoint, or its logged copy downloaded from the tracking store."""
+    local = checkpoint_path(cfg, run_id)
+    if local.is_file():
+        return local
+    from mlflow import MlflowClient
+
+    try:
+        path = MlflowClient().download_artifacts(run_id, f"checkpoints/{checkpoint.CHECKPOINT_FILE}",
+                                                 str(local.parent))
+    except Exception:
+        return None
+    return Path(path)
+
+
+def find_interrupted_run(cfg: DictConfig) -> Optional[str]:
+    """A run of the same config that stopped before finishing, has a checkpoint, and no live
+    process holds: what ``infogan train`` resumes automatically after a crash."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name(cfg.tracking.experiment)
+    if experiment is None:
+        return None
+    runs = client.search_runs(
+        [experiment.experiment_id],
+        filter_string=f"tags.`infogan.config_hash` = '{config_hash(cfg)}' and attributes.status != 'FINISHED'",
+        order_by=["attributes.start_time DESC"], max_results=20)
+    for run in runs:
+        if run.data.tags.get("infogan.stop_reason") == "non_finite":
+            continue
+        folder = checkpoint_path(cfg, run.info.run_id).parent
+        if checkpoint.RunLock(folder).is_held_elsewhere():
+            continue
+        if find_checkpoint(cfg, run.info.run_id) is not None:
+            return run.info.run_id
+    return None
+
+
+def run(cfg: DictConfig, resume: Optional[str] = None, epochs: Optional[int] = None,
+        auto_resume: bool = True, nested: bool = False, log: Callable[[str], None] = print) -> str:
+    """The ``train`` stage: train ``cfg`` inside an MLflow run; returns the run id.
+
+    ``resume`` continues that run from its last checkpoint with the config stored in it
+    (``epochs``, when given, extends or shortens the schedule). Without it, an interrupted run of
+    the same config is resumed when ``auto_resume`` is on.
+    """
+    from . import tracking
+
+    tracking.configure()
+    state = None
+    # Under `mlflow run` the run is already chosen (MLFLOW_RUN_ID): never swap in another one.
+    if resume is None and auto_resume and not os.environ.get("MLFLOW_RUN_ID"):
+        resume = find_interrupted_run(cfg)
+        if resume:
+            log(f"found interrupted run {resume} with this config; resuming it (--fresh starts anew)")
+    if resume is not None:
+        path = find_checkpoint(cfg, resume)
+        if path is None:
+            raise ConfigError(f"run {resume} has no checkpoint to resume from "
+                              f"(looked in {checkpoint_path(cfg, resume).parent} and its artifacts)")
+        state = checkpoint.load(path)
+        cfg = from_yaml(state["config"])
+        if epochs is not None:
+            cfg.train.epochs = epochs
+        if state["epoch"] >= cfg.train.epochs:
+            raise ConfigError(f"run {resume} already trained {state['epoch']} epochs; pass "
+                              f"train.epochs=N with N > {state['epoch']} to train it longer")
+
+    arrays, info = prepare(cfg.data, log=log)
+    with tracking.start_run(cfg.tracking.experiment, cfg.tracking.run_name, run_id=resume,
+                            nested=nested) as active:
+        run_id = active.info.run_id
+        tracker = tracking.MlflowTracker(run_id)
+        lock = checkpoint.RunLock(checkpoint_path(cfg, run_id).parent)
+        if not lock.acquire():
+            raise RuntimeError(f"run {run_id} is being trained by another process")
+        try:
+            if state is None:
+                tracker.log_params(flatten(cfg))
+                tracker.set_tags({"infogan.stage": "train", "infogan.config_hash": config_hash(cfg),
+                                  "infogan.data_source": info.source, "infogan.data_sha256": info.sha256})
+                tracker.log_text(to_yaml(cfg), "config.yaml")
+                _log_fixed_noise(tracker, latents.fixed_noise(N_STYLES, cfg.model.noise_dim, cfg.seed))
+            try:
+                result = fit(cfg, tracker, checkpoint_path(cfg, run_id), resume=state, log=log, arrays=arrays)
+            except NonFiniteLoss:
+                tracker.set_tags({"infogan.stop_reason": "non_finite"})
+                raise
+            final = grid_array(sample_grid(result["g"], result["noise"]), nrow=N_STYLES)
+            _log_png(tracker, final, "samples/final.png")
+            if cfg.tracking.log_model:
+                tracker.log_model(result["g"].cpu().eval(), "generator")
+                tracker.log_model(result["d"].cpu().eval(), "discriminator")
+            tracker.set_tags({"infogan.stop_reason": "finished"})
+            tracker.flush()
+        finally:
+            lock.release()
+    log(f"run {run_id} finished at step {result['step']}")
+    return run_id
+
+
+def _log_png(tracker, image: np.ndarray, artifact_file: str) -> None:
+    import tempfile
+
+    from PIL import Image
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / Path(artifact_file).name
+        Image.fromarray(image).save(path)
+        tracker.log_artifact(path, str(Path(artifact_file).parent))
+
+
+def _log_fixed_noise(tracker, noise: torch.Tensor) -> None:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "fixed_noise.npy"
+        np.save(path, noise.numpy())
+        tracker.log_artifact(path)

@@ -1,0 +1,94 @@
+from pathlib import Path
+
+import pytest
+import yaml
+from omegaconf import OmegaConf
+
+from pipeline import cli
+from pipeline.config import Config, ConfigError, flatten, load_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_unknown_key_in_file_names_key_and_file(tmp_path):
+    path = tmp_path / "exp.yaml"
+    path.write_text("train:\n  epochs: 3\n  learning_rate: 0.1\n")
+    with pytest.raises(ConfigError) as err:
+        load_config([str(path)])
+    assert "'train.learning_rate'" in str(err.value)
+    assert str(path) in str(err.value)
+    assert "lr_g" in str(err.value)  # lists what the user probably meant
+
+
+def test_wrong_type_override_names_key_and_override():
+    with pytest.raises(ConfigError) as err:
+        load_config([], ["train.epochs=many"])
+    message = str(err.value)
+    assert "'train.epochs'" in message and "train.epochs=many" in message
+
+
+@pytest.mark.parametrize("override, key", [
+    ("model.arch=resnet", "model.arch"),
+    ("train.g_loss=wasserstein", "train.g_loss"),
+    ("train.lr_d=0", "train.lr_d"),
+    ("model.code_dim=1", "model.code_dim"),
+    ("train.beta1=1.5", "train.beta1"),
+])
+def test_invalid_values_are_refused(override, key):
+    with pytest.raises(ConfigError, match=key):
+        load_config([], [override])
+
+
+def test_impossible_combination_names_both_keys(tmp_path):
+    path = tmp_path / "tiny.yaml"
+    path.write_text("data: {train_subset: 100}\n")
+    with pytest.raises(ConfigError) as err:
+        load_config([str(path)], ["train.batch_size=256"])
+    assert "data.train_subset" in str(err.value) and "train.batch_size=256" in str(err.value)
+    assert str(path) in str(err.value)
+
+
+def test_layering_later_sources_win(tmp_path):
+    a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    a.write_text("train: {epochs: 3, lr_g: 0.01}\n")
+    b.write_text("train: {epochs: 4}\n")
+    cfg = load_config([str(a), str(b)], ["train.lr_d=0.003 seed=7"])  # one string, as MLproject passes
+    assert (cfg.train.epochs, cfg.train.lr_g, cfg.train.lr_d, cfg.seed) == (4, 0.01, 0.003, 7)
+
+
+def test_flatten_uses_dotted_keys():
+    flat = flatten(load_config())
+    for key in ("seed", "model.arch", "model.noise_dim", "model.code_dim", "train.epochs", "train.batch_size",
+                "train.lr_d", "train.lr_g", "train.lr_q", "train.code_weight", "train.g_loss", "tracking.experiment"):
+        assert key in flat
+    assert flat["model.noise_dim"] == 54 and flat["model.code_dim"] == 10
+
+
+def test_base_yaml_is_the_schema_defaults():
+    written = yaml.safe_load((REPO / "configs" / "base.yaml").read_text())
+    assert written == OmegaConf.to_container(OmegaConf.structured(Config))
+
+
+@pytest.mark.parametrize("path", sorted(str(p) for p in (REPO / "configs").rglob("*.yaml")), ids=lambda p: Path(p).name)
+def test_every_shipped_config_loads(path):
+    cfg = load_config([path])
+    assert cfg.model.arch in ("tconv", "upsample_sn")
+
+
+def test_shipped_configs_say_what_they_promise():
+    lab = load_config([str(REPO / "configs" / "lab.yaml")])
+    assert (lab.model.arch, lab.train.epochs) == ("tconv", 50)
+    assert load_config([str(REPO / "configs" / "upsample_sn.yaml")]).model.arch == "upsample_sn"
+
+
+def test_cli_reports_config_errors_before_any_work(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("INFOGAN_HOME", str(tmp_path))
+    assert cli.main(["train", "train.nope=1"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown config key 'train.nope'" in err and "command-line override 'train.nope=1'" in err
+    assert not (tmp_path / "mlflow.db").exists()  # stopped before touching the store
+
+
+def test_cli_config_prints_resolved_yaml(capsys):
+    assert cli.main(["config", "train.epochs=9"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["train"]["epochs"] == 9

@@ -1,0 +1,105 @@
+"""Each loss against hand-computed values, and which parameters each loss trains."""
+import copy
+import math
+
+import pytest
+import torch
+from torch.testing import assert_close
+
+from pipeline import losses, models
+from pipeline.config import load_config
+from pipeline.train import Optimisers, train_step
+
+
+def log_sigmoid(x: float) -> float:
+    return -math.log1p(math.exp(-x))
+
+
+def test_d_loss_is_bce_real_one_fake_zero():
+    d_real, d_fake = torch.tensor([0.0, 2.0]), torch.tensor([-1.0, 1.0])
+    expected = (-(log_sigmoid(0) + log_sigmoid(2)) / 2
+                - (math.log(1 - 1 / (1 + math.exp(1))) + math.log(1 - 1 / (1 + math.exp(-1)))) / 2)
+    assert_close(losses.d_loss(d_real, d_fake), torch.tensor(expected))
+    assert_close(losses.d_loss(d_real, d_fake), torch.tensor(1.2232998), atol=1e-6, rtol=0)
+
+
+def test_g_losses_hand_values():
+    d_fake = torch.tensor([-1.0, 1.0])
+    # -log D(G): D = sigmoid(l)
+    assert_close(losses.g_loss(d_fake, "non_saturating"), torch.tensor((1.3132617 + 0.3132617) / 2))
+    # log(1 - D(G))
+    assert_close(losses.g_loss(d_fake, "saturating"), torch.tensor(-(0.3132617 + 1.3132617) / 2))
+
+
+def test_info_loss_is_cross_entropy_of_code():
+    q_logits = torch.tensor([[2.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
+    c = torch.tensor([0, 2])
+    expected = (-math.log(math.exp(2) / (math.exp(2) + 2)) + math.log(3)) / 2
+    assert_close(losses.info_loss(q_logits, c), torch.tensor(expected))
+
+
+@pytest.mark.parametrize("kind", ["non_saturating", "saturating"])
+def test_losses_stay_finite_for_extreme_logits(kind):
+    logits = torch.tensor([-1000.0, 1000.0], requires_grad=True)
+    loss = losses.g_loss(logits, kind) + losses.d_loss(logits, logits)
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(logits.grad).all()
+
+
+def test_saturating_gradient_vanishes_where_non_saturating_does_not():
+    # The reason the non-saturating loss is the default: early on D rejects fakes (logit << 0).
+    logit = torch.tensor([-8.0], requires_grad=True)
+    (g_sat,) = torch.autograd.grad(losses.g_loss(logit, "saturating"), logit)
+    (g_ns,) = torch.autograd.grad(losses.g_loss(logit, "non_saturating"), logit)
+    assert abs(g_sat.item()) < 1e-3 < 0.99 < abs(g_ns.item())
+
+
+class Recorder(torch.optim.Optimizer):
+    """Stands in for Adam: records the gradients it would apply, changes nothing."""
+
+    def __init__(self, params):
+        super().__init__(list(params), {})
+        self.seen = None
+
+    def step(self, closure=None):
+        self.seen = [None if p.grad is None else p.grad.clone()
+                     for group in self.param_groups for p in group["params"]]
+
+
+def run_step(code_weight: float, trains_trunk: bool):
+    cfg = load_config([], ["train.batch_size=8"])
+    torch.manual_seed(0)
+    g, d = models.build(cfg.model)
+    opt = Optimisers(d=Recorder([*d.trunk.parameters(), *d.head.parameters()]),
+                     q=Recorder(d.q.parameters()), g=Recorder(g.parameters()))
+    torch.manual_seed(1)
+    x, z, c = torch.rand(8, 1, 28, 28), torch.randn(8, 54), torch.randint(10, (8,))
+    train_step(g, d, opt, x, z, c, code_weight, "non_saturating", trains_trunk)
+    n_trunk = len(list(d.trunk.parameters()))
+    return {"trunk": opt.d.seen[:n_trunk], "head": opt.d.seen[n_trunk:], "q": opt.q.seen, "g": opt.g.seen,
+            "d_after_g_step": [p.grad for p in d.trunk.parameters()]}
+
+
+def same(a, b):
+    return all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+def test_every_optimiser_gets_gradients_for_all_its_parameters():
+    grads = run_step(1.0, True)
+    for part in ("trunk", "head", "q", "g"):
+        assert all(gr is not None and gr.abs().sum() > 0 for gr in grads[part]), part
+
+
+@pytest.mark.parametrize("trains_trunk", [True, False])
+def test_info_term_reaches_d_trunk_only_when_flag_is_set(trains_trunk):
+    with_info, without_info = run_step(1.0, trains_trunk), run_step(0.0, trains_trunk)
+    assert same(with_info["trunk"], without_info["trunk"]) is (not trains_trunk)
+    assert same(with_info["head"], without_info["head"])  # the info term never trains D's head
+    assert not same(with_info["g"], without_info["g"])  # ... and always trains G
+    assert all(gr.abs().sum() == 0 for gr in without_info["q"])  # Q learns from the info term alone
+
+
+def test_g_step_computes_no_weight_gradients_for_d():
+    grads = run_step(1.0, True)
+    # D's .grad after the whole step is still what the D step produced: the G step added nothing.
+    assert same(grads["d_after_g_step"], grads["trunk"])

@@ -1,0 +1,70 @@
+import pytest
+import torch
+from torch import nn
+from torch.testing import assert_close
+
+from pipeline import models
+from pipeline.config import load_config
+
+
+@pytest.mark.parametrize("arch", ["tconv", "upsample_sn"])
+@pytest.mark.parametrize("noise_dim, code_dim", [(54, 10), (20, 5)])
+def test_shapes(arch, noise_dim, code_dim):
+    cfg = load_config([], [f"model.arch={arch}", f"model.noise_dim={noise_dim}", f"model.code_dim={code_dim}"])
+    g, d = models.build(cfg.model)
+    z, c = torch.randn(6, noise_dim), torch.eye(code_dim)[torch.arange(6) % code_dim]
+    images = g(z, c)
+    assert images.shape == (6, 1, 28, 28)
+    assert images.min() >= 0 and images.max() <= 1
+    d_logit, q_logits = d(images)
+    assert d_logit.shape == (6,) and q_logits.shape == (6, code_dim)
+
+
+def test_upsample_sn_has_no_transposed_convs_and_d_no_batch_norm():
+    g, d = models.build(load_config([], ["model.arch=upsample_sn"]).model)
+    assert not any(isinstance(m, nn.ConvTranspose2d) for m in g.modules())
+    assert any(isinstance(m, nn.Upsample) for m in g.modules())
+    assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in d.modules())
+    assert sum(hasattr(m, "parametrizations") for m in d.modules()) == 4  # 3 trunk layers + D head
+
+
+def test_tconv_follows_the_handout():
+    g, d = models.build(load_config().model, literal=True)
+    convt = [m for m in g.modules() if isinstance(m, nn.ConvTranspose2d)]
+    assert [(m.in_channels, m.out_channels, m.kernel_size, m.stride) for m in convt] == [
+        (64, 512, (1, 1), (1, 1)), (512, 256, (4, 4), (1, 1)), (256, 128, (5, 5), (2, 2)),
+        (128, 64, (2, 2), (2, 2)), (64, 1, (2, 2), (2, 2))]
+    convs = [m for m in d.trunk.modules() if isinstance(m, nn.Conv2d)]
+    assert [(m.in_channels, m.out_channels, m.kernel_size) for m in convs] == [(1, 64, (4, 4)), (64, 128, (4, 4)), (128, 256, (7, 7))]
+
+
+def _copy_literal_to_linear(literal: nn.Module, fast: nn.Module) -> None:
+    """Load a literal (convolution) model's weights into the Linear form."""
+    src = literal.state_dict()
+    dst = fast.state_dict()
+    for (ks, vs), (kd, vd) in zip(src.items(), dst.items()):
+        if vs.shape == vd.shape:
+            dst[kd] = vs
+        elif vs.reshape(vs.shape[0], -1).shape == vd.shape:
+            dst[kd] = vs.reshape(vd.shape)  # Conv2d(k7) on 7x7 -> Linear
+        else:
+            dst[kd] = vs.reshape(vs.shape[0], -1).T  # ConvTranspose2d on 1x1 -> Linear
+    fast.load_state_dict(dst)
+
+
+@pytest.mark.parametrize("arch", ["tconv", "upsample_sn"])
+def test_linear_form_computes_the_same_function_as_the_handouts_convolutions(arch):
+    cfg = load_config([], [f"model.arch={arch}"])
+    torch.manual_seed(0)
+    g_lit, d_lit = models.build(cfg.model, literal=True)
+    g, d = models.build(cfg.model)
+    _copy_literal_to_linear(g_lit, g)
+    _copy_literal_to_linear(d_lit, d)
+    assert sum(p.numel() for p in g.parameters()) == sum(p.numel() for p in g_lit.parameters())
+    z, c = torch.randn(16, 54), torch.eye(10)[torch.arange(16) % 10]
+    for module in (g, g_lit, d, d_lit):
+        module.train()
+    images = g(z, c)
+    assert_close(images, g_lit(z, c), atol=1e-5, rtol=1e-4)
+    for a, b in zip(d(images), d_lit(images)):
+        assert_close(a, b, atol=1e-4, rtol=1e-4)

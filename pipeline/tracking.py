@@ -124,7 +124,9 @@ class MlflowTracker:
         import mlflow.pytorch
 
         with _as_active(self.run_id):
-            mlflow.pytorch.log_model(module, name=name, pip_requirements=["torch", "torchvision"])
+            # Pickled module (not a traced pt2 graph) so attributes such as ``code_dim`` survive.
+            mlflow.pytorch.log_model(module, name=name, serialization_format="pickle",
+                                     pip_requirements=["torch", "torchvision", "infogan-pipeline"])
         return f"runs:/{self.run_id}/{name}"
 
     def log_dataset(self, features, targets, name: str, source: str, digest: str, context: str) -> None:

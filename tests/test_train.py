@@ -1,0 +1,174 @@
+"""Smoke training through every entry: the stage function, the CLI (killed and resumed), and
+`mlflow run`. Each uses a temporary store and the small configs/smoke.yaml."""
+from __future__ import annotations
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from mlflow import MlflowClient
+
+from conftest import REPO, SMOKE, subprocess_env
+from pipeline import checkpoint, stages, train, tracking
+from pipeline.config import load_config
+
+EXPECTED_METRICS = {"loss/d", "loss/g", "loss/info", "prob/d_real", "prob/d_fake_before_g",
+                    "prob/d_fake_after_g", "perf/img_per_s"}
+
+
+def history(run_id: str, key: str = "loss/d") -> list[tuple[int, float]]:
+    return sorted((m.step, m.value) for m in MlflowClient().get_metric_history(run_id, key))
+
+
+def only_run(experiment: str = "smoke"):
+    client = MlflowClient()
+    runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
+    assert len(runs) == 1, [r.info.run_id for r in runs]
+    return runs[0]
+
+
+def test_smoke_run_logs_everything_a_user_looks_for(home, smoke_overrides):
+    cfg = load_config([SMOKE], smoke_overrides + ["tracking.log_model=true"])
+    run_id = train.run(cfg, log=lambda m: None)
+    client = MlflowClient()
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED"
+    assert EXPECTED_METRICS <= set(run.data.metrics)
+    assert [step for step, _ in history(run_id)] == list(range(2, 17, 2))  # 2 epochs x 8 steps, every 2
+    assert all(math.isfinite(v) for _, v in history(run_id))
+    assert run.data.params["train.lr_g"] == "0.001" and run.data.params["model.arch"] == "tconv"
+    artifacts = {a.path for a in client.list_artifacts(run_id)}
+    assert {"config.yaml", "fixed_noise.npy", "images", "checkpoints", "samples"} <= artifacts
+    images = [a.path for a in client.list_artifacts(run_id, "images") if a.path.endswith(".png")]
+    assert sorted(int(p.split("+step+")[1].split("+")[0]) for p in images if "compressed" not in p) == [8, 16]
+    # the generator comes back by model URI, and its samples depend on the code
+    import mlflow.pytorch
+
+    g = mlflow.pytorch.load_model(f"runs:/{run_id}/generator").eval()
+    z = torch.randn(1, 54).repeat(10, 1)
+    images = g(z, torch.eye(10))
+    assert images.shape == (10, 1, 28, 28)
+    assert (images[0] - images[1]).abs().max() > 1e-4
+    ckpt = checkpoint.load(train.checkpoint_path(cfg, run_id))
+    assert ckpt["step"] == 16 and ckpt["run_id"] == run_id and "lr_g: 0.001" in ckpt["config"]
+
+
+def test_same_seed_same_losses(home, smoke_overrides):
+    cfg = load_config([SMOKE], smoke_overrides)
+    first = train.run(cfg, log=lambda m: None)
+    second = train.run(cfg, log=lambda m: None)
+    assert first != second
+    assert history(first) == history(second)
+    other = train.run(load_config([SMOKE], smoke_overrides + ["seed=1"]), log=lambda m: None)
+    assert history(other) != history(first)
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(home, smoke_overrides, monkeypatch):
+    cfg = load_config([SMOKE], smoke_overrides)
+    real_d_loss, calls = train.losses.d_loss, {"n": 0}
+
+    def poisoned(d_real, d_fake):  # NaN from the 11th iteration on (epoch 2)
+        calls["n"] += 1
+        loss = real_d_loss(d_real, d_fake)
+        return loss * float("nan") if calls["n"] > 10 else loss
+
+    monkeypatch.setattr(train.losses, "d_loss", poisoned)
+    with pytest.raises(train.NonFiniteLoss, match="loss/d became non-finite at step 12"):
+        train.run(cfg, log=lambda m: None)
+    run = only_run()
+    assert run.info.status == "FAILED" and run.data.tags["infogan.stop_reason"] == "non_finite"
+    ckpt = checkpoint.load(train.checkpoint_path(cfg, run.info.run_id))
+    assert ckpt["step"] == 8  # the end of epoch 1, untouched
+    assert all(torch.isfinite(v).all() for v in ckpt["g"].values() if v.is_floating_point())
+
+
+def _wait_for(path_glob: str, root: Path, proc: subprocess.Popen, timeout: float = 180) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if list(root.glob(path_glob)):
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"training exited ({proc.returncode}) before writing {path_glob}")
+        time.sleep(0.02)
+    raise AssertionError(f"no {path_glob} after {timeout}s")
+
+
+LONG = ["train.epochs=6", "train.steps_per_epoch=12"]
+
+
+def reference_history(tmp_path_factory, smoke_overrides, monkeypatch) -> list:
+    """The uninterrupted run of the same config, in a store of its own."""
+    ref = tmp_path_factory.mktemp("reference")
+    monkeypatch.setenv("INFOGAN_HOME", str(ref))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{ref / 'mlflow.db'}")
+    run_id = train.run(load_config([SMOKE], smoke_overrides + LONG), log=lambda m: None)
+    return history(run_id)
+
+
+@pytest.mark.parametrize("how", ["crash", "sigterm"])
+def test_interrupted_run_resumes_without_duplicate_or_missing_steps(home, smoke_overrides, how,
+                                                                   tmp_path_factory, monkeypatch):
+    command = [sys.executable, "-m", "pipeline", "train", "-c", SMOKE, *smoke_overrides, *LONG]
+    env = subprocess_env(home)
+    proc = subprocess.Popen(command, env=env, cwd=home, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    _wait_for("checkpoints/*/last.pt", home, proc)
+    proc.send_signal(signal.SIGKILL if how == "crash" else signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode != 0, f"training finished before it could be interrupted:\n{out}"
+    interrupted = only_run()
+    assert interrupted.info.status == ("RUNNING" if how == "crash" else "KILLED")
+    run_id = interrupted.info.run_id
+    if how == "sigterm":
+        assert f"infogan train --resume {run_id}" in out
+        command = [sys.executable, "-m", "pipeline", "train", "--resume", run_id]
+    resumed = subprocess.run(command, env=env, cwd=home, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "resuming at epoch" in resumed.stdout
+    final = only_run()  # the same run continued; no second run
+    assert final.info.run_id == run_id and final.info.status == "FINISHED"
+    steps = [step for step, _ in history(run_id)]
+    assert steps == list(range(2, 6 * 12 + 1, 2))
+    assert history(run_id) == reference_history(tmp_path_factory, smoke_overrides, monkeypatch)
+
+
+def test_pipeline_runs_stages_as_children_of_one_parent(home, smoke_overrides):
+    ids = stages.main(load_config([SMOKE], smoke_overrides), log=lambda m: None)
+    client = MlflowClient()
+    parent = client.search_runs([client.get_experiment_by_name("smoke").experiment_id],
+                                filter_string="tags.`infogan.stage` = 'pipeline'")[0]
+    for stage in ("data", "train"):
+        child = client.get_run(ids[stage])
+        assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert child.info.status == "FINISHED"
+        assert parent.data.tags[f"infogan.{stage}_run_id"] == ids[stage]
+    data_run = client.get_run(ids["data"])
+    assert data_run.data.tags["infogan.data_sha256"] and len(data_run.inputs.dataset_inputs) == 2
+    assert "loss/d" in client.get_run(ids["train"]).data.metrics
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("entry", ["train", "main"])
+def test_mlflow_run_entry_points(home, smoke_overrides, entry):
+    env = subprocess_env(home)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "mlflow"), "run", str(REPO), "-e", entry, "--env-manager", "local",
+         "--experiment-name", "smoke", "-P", "config=configs/smoke.yaml", "-P", f"overrides={' '.join(smoke_overrides)}"],
+        env=env, cwd=home, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    tracking.configure()
+    client = MlflowClient()
+    runs = client.search_runs([client.get_experiment_by_name("smoke").experiment_id])
+    top = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert len(top) == 1 and top[0].info.status == "FINISHED"
+    assert top[0].data.params["config"] == "configs/smoke.yaml"  # MLproject's own parameters...
+    trained = [r for r in runs if "loss/d" in r.data.metrics]
+    assert len(trained) == 1 and "train.lr_g" in trained[0].data.params  # ...beside the config's
+    if entry == "main":
+        assert len(runs) == 3 and trained[0].data.tags["mlflow.parentRunId"] == top[0].info.run_id

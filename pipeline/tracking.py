@@ -75,7 +75,7 @@ def start_run(experiment: str, run_name: Optional[str] = None, run_id: Optional[
         run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, nested=nested, tags=tags)
     try:
         yield run
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, InterruptedError):
         mlflow.end_run("KILLED")
         raise
     except BaseException:

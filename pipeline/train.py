@@ -30,7 +30,7 @@ class NonFiniteLoss(RuntimeError):
     """A loss became NaN or inf; the run stops and the last good checkpoint is kept."""
 
 
-class Interrupted(Exception):
+class Interrupted(InterruptedError):
     """SIGTERM, turned into an exception so the loop can checkpoint on the way out."""
 
 

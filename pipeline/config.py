@@ -49,8 +49,8 @@ class TrainConfig:
     epochs: int = 8
     batch_size: int = 128
     lr_d: float = 2e-4
-    lr_g: float = 1e-3
-    lr_q: float = 1e-3
+    lr_g: float = 2e-4
+    lr_q: float = 2e-4
     beta1: float = 0.5
     beta2: float = 0.999
     # lambda: weight of the info (mutual-information) term.

@@ -42,7 +42,7 @@ def test_smoke_run_logs_everything_a_user_looks_for(home, smoke_overrides):
     assert EXPECTED_METRICS <= set(run.data.metrics)
     assert [step for step, _ in history(run_id)] == list(range(2, 17, 2))  # 2 epochs x 8 steps, every 2
     assert all(math.isfinite(v) for _, v in history(run_id))
-    assert run.data.params["train.lr_g"] == "0.001" and run.data.params["model.arch"] == "tconv"
+    assert run.data.params["train.lr_g"] == "0.0002" and run.data.params["model.arch"] == "tconv"
     artifacts = {a.path for a in client.list_artifacts(run_id)}
     assert {"config.yaml", "fixed_noise.npy", "images", "checkpoints", "samples"} <= artifacts
     images = [a.path for a in client.list_artifacts(run_id, "images") if a.path.endswith(".png")]
@@ -56,7 +56,7 @@ def test_smoke_run_logs_everything_a_user_looks_for(home, smoke_overrides):
     assert images.shape == (10, 1, 28, 28)
     assert (images[0] - images[1]).abs().max() > 1e-4
     ckpt = checkpoint.load(train.checkpoint_path(cfg, run_id))
-    assert ckpt["step"] == 16 and ckpt["run_id"] == run_id and "lr_g: 0.001" in ckpt["config"]
+    assert ckpt["step"] == 16 and ckpt["run_id"] == run_id and "lr_g: 0.0002" in ckpt["config"]
 
 
 def test_same_seed_same_losses(home, smoke_overrides):

@@ -67,7 +67,8 @@ def start_run(experiment: str, run_name: Optional[str] = None, run_id: Optional[
         yield active
         return
     if run_id is None and not nested and os.environ.get("MLFLOW_RUN_ID"):
-        run_id = os.environ["MLFLOW_RUN_ID"]
+        # Taken out of the environment, as MLflow does, so nested runs do not reopen it.
+        run_id = os.environ.pop("MLFLOW_RUN_ID")
     if run_id is not None:
         run = mlflow.start_run(run_id=run_id, nested=active is not None, tags=tags)
     else:

@@ -30,8 +30,11 @@ def home(tmp_path, monkeypatch) -> Path:
     monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
     import mlflow
 
+    from pipeline import tracking
+
     while mlflow.active_run():
         mlflow.end_run()
+    tracking.configure()  # mlflow.set_tracking_uri is process-global: point it at this store
     return tmp_path
 
 

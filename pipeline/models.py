@@ -1,4 +1,10 @@
-"""G, the shared D trunk, the D head and the Q head, for both architectures. Pure modules.
+"""G, the shared D trunk, the D head and the Q head, for the three architectures. Pure modules.
+
+- ``tconv``: the lab handout's network (transposed convolutions + batch norm).
+- ``upsample_sn``: the same sizes, with resize+convolution in G and spectral norm in D.
+- ``paper``: the InfoGAN paper's MNIST network (Chen et al. 2016, appendix C.1): wider fully
+  connected layers (1024), 4x4 transposed convolutions, batch norm in Q. Measured on a 2-core CPU
+  it disentangles the digits several times faster than the handout's network, so it is the default.
 
 Layers that act on a 1x1 map (the first two transposed convolutions of G, the 7x7 convolution
 that ends D's trunk) are written as ``nn.Linear``: the same function with the same parameter
@@ -30,6 +36,18 @@ class Generator(nn.Module):
         super().__init__()
         self.noise_dim, self.code_dim, self.arch = noise_dim, code_dim, arch
         in_dim = noise_dim + code_dim
+        if arch == "paper":
+            relu = lambda: nn.ReLU(inplace=True)  # noqa: E731
+            self.net = nn.Sequential(
+                nn.Linear(in_dim, 1024, bias=False), nn.BatchNorm1d(1024), relu(),
+                nn.Linear(1024, 128 * 7 * 7, bias=False), nn.BatchNorm1d(128 * 7 * 7), relu(),
+                nn.Unflatten(1, (128, 7, 7)),
+                nn.ConvTranspose2d(128, 64, 4, stride=2, padding=1, bias=False),  # 7 -> 14
+                nn.BatchNorm2d(64), relu(),
+                nn.ConvTranspose2d(64, 1, 4, stride=2, padding=1),  # 14 -> 28
+                nn.Sigmoid(),
+            )
+            return
         if literal:
             stem = [nn.Unflatten(1, (in_dim, 1, 1)),
                     nn.ConvTranspose2d(in_dim, 512, 1, bias=False), nn.BatchNorm2d(512), _g_act(),
@@ -71,6 +89,17 @@ class Discriminator(nn.Module):
     def __init__(self, code_dim: int, arch: str, q_hidden: int = 128, literal: bool = False):
         super().__init__()
         self.arch = arch
+        if arch == "paper":
+            self.trunk = nn.Sequential(
+                nn.Conv2d(1, 64, 4, stride=2, padding=1), _d_act(),  # 28 -> 14
+                nn.Conv2d(64, 128, 4, stride=2, padding=1, bias=False), nn.BatchNorm2d(128), _d_act(),  # -> 7
+                nn.Flatten(), nn.Linear(128 * 7 * 7, 1024, bias=False), nn.BatchNorm1d(1024), _d_act(),
+            )
+            self.batch_norm = True
+            self.head = nn.Linear(1024, 1)
+            self.q = nn.Sequential(nn.Linear(1024, q_hidden, bias=False), nn.BatchNorm1d(q_hidden), _d_act(),
+                                   nn.Linear(q_hidden, code_dim))
+            return
         if arch == "tconv":
             norm = lambda m: m  # noqa: E731  (batch norm follows instead)
             bn2, bn1 = nn.BatchNorm2d, nn.BatchNorm1d
@@ -89,9 +118,9 @@ class Discriminator(nn.Module):
         else:
             trunk += [nn.Flatten(), norm(nn.Linear(128 * 7 * 7, 256, bias=arch != "tconv")), bn1(256), _d_act()]
         self.trunk = nn.Sequential(*trunk)
-        # With batch norm, one sample's features depend on the rest of its batch: callers must
-        # then pass real and fake together (see train.train_step).
-        self.batch_coupled = arch == "tconv"
+        # With batch norm, one sample's features depend on the rest of its batch (see
+        # train.train_step and train.real_fake_batch).
+        self.batch_norm = arch == "tconv"
         self.head = norm(nn.Linear(256, 1))
         self.q = nn.Sequential(nn.Linear(256, q_hidden), _d_act(), nn.Linear(q_hidden, code_dim))
 
@@ -120,3 +149,29 @@ def build(model_cfg, literal: bool = False) -> tuple[Generator, Discriminator]:
     init_weights(g)
     init_weights(d)
     return g, d
+
+
+class Classifier(nn.Module):
+    """The reference MNIST classifier used to judge generators (not part of InfoGAN).
+
+    ``features`` (128-D, after the last hidden layer) is the space of the Frechet distance.
+    """
+
+    FEATURES = 128
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(1, 32, 3, padding=1, bias=False), nn.BatchNorm2d(32), nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),  # 28 -> 14
+            nn.Conv2d(32, 64, 3, padding=1, bias=False), nn.BatchNorm2d(64), nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),  # 14 -> 7
+            nn.Flatten(), nn.Linear(64 * 7 * 7, self.FEATURES), nn.ReLU(inplace=True),
+        )
+        self.out = nn.Sequential(nn.Dropout(0.3), nn.Linear(self.FEATURES, 10))
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.body(x))

@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any, Iterator, Optional
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+# Artifacts here are small local files: a progress bar per download is only noise on the terminal.
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 import mlflow  # noqa: E402
 from mlflow import MlflowClient  # noqa: E402
@@ -86,6 +88,67 @@ def start_run(experiment: str, run_name: Optional[str] = None, run_id: Optional[
         mlflow.end_run("FINISHED")
 
 
+def new_run(experiment: str, run_name: str, tags: dict[str, Any]) -> str:
+    """A top-level run created outside the fluent API (so it is never nested in an active run);
+    end it with :func:`end_run`. Returns its id."""
+    configure()
+    run = MlflowClient().create_run(ensure_experiment(experiment), run_name=run_name,
+                                    tags={k: _param_value(v) for k, v in tags.items()})
+    return run.info.run_id
+
+
+def end_run(run_id: str, status: str) -> None:
+    MlflowClient().set_terminated(run_id, status)
+
+
+def get_run(run_id: str):
+    """The run, or None when the store has no such run."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return MlflowClient().get_run(run_id)
+    except MlflowException:
+        return None
+
+
+def find_finished_run(experiment: str, tags: dict[str, str]):
+    """The newest FINISHED run of ``experiment`` carrying all ``tags``, or None."""
+    client = MlflowClient()
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return None
+    where = " and ".join([f"tags.`{k}` = '{v}'" for k, v in tags.items()] + ["attributes.status = 'FINISHED'"])
+    runs = client.search_runs([found.experiment_id], filter_string=where,
+                              order_by=["attributes.start_time DESC"], max_results=1)
+    return runs[0] if runs else None
+
+
+def read_text(run_id: str, artifact_file: str) -> Optional[str]:
+    """A text artifact of the run, or None when it has none by that name."""
+    import tempfile
+
+    from mlflow.exceptions import MlflowException
+
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            path = MlflowClient().download_artifacts(run_id, artifact_file, tmp)
+        except (MlflowException, OSError):
+            return None
+        return Path(path).read_text()
+
+
+def load_state_dict_model(module, run_id: str, artifact_file: str):
+    """``module`` with the weights stored as the run's artifact (a ``torch.save``d state dict)."""
+    import tempfile
+
+    import torch
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = MlflowClient().download_artifacts(run_id, artifact_file, tmp)
+        module.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    return module
+
+
 def _param_value(value: Any) -> str:
     return "null" if value is None else str(value)
 
@@ -119,6 +182,9 @@ class MlflowTracker:
 
     def log_text(self, text: str, artifact_file: str) -> None:
         self.client.log_text(self.run_id, text, artifact_file)
+
+    def log_figure(self, figure, artifact_file: str) -> None:
+        self.client.log_figure(self.run_id, figure, artifact_file)
 
     def log_model(self, module, name: str) -> str:
         """Log a torch module as an MLflow model; returns its URI (``runs:/<id>/<name>``)."""

@@ -71,23 +71,37 @@ def frozen(module: torch.nn.Module) -> Iterator[None]:
 
 def train_step(g: models.Generator, d: models.Discriminator, opt: Optimisers, x: torch.Tensor,
                z: torch.Tensor, c: torch.Tensor, code_weight: float, g_loss_kind: str,
-               info_trains_d_trunk: bool) -> dict[str, torch.Tensor]:
+               info_trains_d_trunk: bool, joint_batch: bool = False) -> dict[str, torch.Tensor]:
     """One InfoGAN iteration on real batch ``x`` with latents (z, c). Returns detached scalars.
 
     One fake batch serves both steps: G runs once, the D step reads it detached, the G step
     backpropagates through the updated D into G without computing D's weight gradients.
-    Real and fake go through D as one batch, so that batch norm in D (the tconv architecture
-    normalises the 1x1 features right before the D head) normalises both with the same
-    statistics; normalised separately, a batch of fakes looks like a batch of reals to the head.
+
+    ``joint_batch`` only matters when D has batch norm. Separate (the default, as in the InfoGAN
+    code): real and fake batches are normalised each with their own statistics, which keeps D
+    from winning on batch-level differences. Joint: one batch of both, which the handout's
+    network needs, since it normalises the 1x1 features right before the D head and, normalised
+    separately, a batch of fakes looks like a batch of reals to that head.
     """
     n_real = x.shape[0]
     fake = g(z, latents.one_hot(c, g.code_dim))
 
+    def trunk(images: torch.Tensor) -> torch.Tensor:
+        """D's trunk on [real; images], or on images alone; returns the features of images."""
+        if joint_batch and d.batch_norm:
+            return d.trunk(torch.cat([x, images]))[n_real:]
+        return d.trunk(images)
+
     # D step: real -> 1, fake -> 0; Q learns to read c back from the fake (openai/InfoGAN puts
     # the info term in D's objective; the flag decides whether it may shape D's trunk too).
-    h = d.trunk(torch.cat([x, fake.detach()]))
-    d_real, d_fake = d.head(h).squeeze(1).split([n_real, fake.shape[0]])
-    h_fake = h[n_real:]
+    if joint_batch and d.batch_norm:
+        h = d.trunk(torch.cat([x, fake.detach()]))
+        d_real, d_fake = d.head(h).squeeze(1).split([n_real, fake.shape[0]])
+        h_fake = h[n_real:]
+    else:
+        d_real = d.head(d.trunk(x)).squeeze(1)
+        h_fake = d.trunk(fake.detach())
+        d_fake = d.head(h_fake).squeeze(1)
     q_logits = d.q(h_fake if info_trains_d_trunk else h_fake.detach())
     loss_d = losses.d_loss(d_real, d_fake)
     opt.d.zero_grad(set_to_none=True)
@@ -98,7 +112,7 @@ def train_step(g: models.Generator, d: models.Discriminator, opt: Optimisers, x:
 
     # G step: fool the updated D, and make c recoverable by Q; D and Q stay fixed here.
     with frozen(d):
-        h = d.trunk(torch.cat([x, fake]) if d.batch_coupled else fake)[-fake.shape[0]:]
+        h = trunk(fake)
         d_fake_after = d.head(h).squeeze(1)
         loss_g = losses.g_loss(d_fake_after, g_loss_kind)
         loss_info = losses.info_loss(d.q(h), c)
@@ -168,11 +182,15 @@ def _on_sigterm(signum, frame):
 
 
 def fit(cfg: DictConfig, tracker, ckpt_path: Path, resume: Optional[dict] = None,
-        log: Callable[[str], None] = print, arrays: Optional[dict] = None) -> dict:
+        log: Callable[[str], None] = print, arrays: Optional[dict] = None,
+        evaluator: Optional[Callable] = None) -> dict:
     """Train ``cfg`` to the end, logging through ``tracker``; returns the last logged metrics.
 
     ``resume`` is a checkpoint dict to continue from. A checkpoint is written at the end of every
     epoch and on Ctrl-C/SIGTERM, so a resumed run repeats no step and skips none.
+    ``evaluator(g, d)`` (see evaluate.Evaluator) runs every ``eval.every_epochs`` epochs; its
+    ``eval/`` metrics are logged at the training step, with ``perf/train_seconds`` (training
+    time so far, evaluation excluded) for time-to-quality curves.
     """
     tcfg, mcfg = cfg.train, cfg.model
     set_threads(tcfg.threads)
@@ -193,6 +211,7 @@ def fit(cfg: DictConfig, tracker, ckpt_path: Path, resume: Optional[dict] = None
     steps_per_epoch = n // bsz if tcfg.steps_per_epoch is None else min(tcfg.steps_per_epoch, n // bsz)
 
     step, epoch, it, perm = 0, 0, 0, None
+    train_seconds = 0.0
     acc = _Accumulator()
     if resume is not None:
         g.load_state_dict(resume["g"])
@@ -202,6 +221,7 @@ def fit(cfg: DictConfig, tracker, ckpt_path: Path, resume: Optional[dict] = None
         torch.set_rng_state(resume["torch_rng"])
         noise = resume["fixed_noise"].to(device)
         step, epoch, it = resume["step"], resume["epoch"], resume["iter"]
+        train_seconds = resume.get("train_seconds", 0.0)
         perm = None if resume["perm"] is None else resume["perm"].to(device)
         acc.load(resume["acc"], device)
         log(f"resuming at epoch {epoch + 1}, iteration {it}, step {step}")
@@ -214,7 +234,7 @@ def fit(cfg: DictConfig, tracker, ckpt_path: Path, resume: Optional[dict] = None
             "g": g.state_dict(), "d": d.state_dict(), "opt": opt.state_dict(),
             "rng": rng.get_state(), "torch_rng": torch.get_rng_state(),
             "fixed_noise": noise.cpu(), "step": step, "epoch": epoch, "iter": it,
-            "perm": None if perm is None else perm.cpu(), "acc": acc.state(),
+            "perm": None if perm is None else perm.cpu(), "acc": acc.state(), "train_seconds": train_seconds,
             "config": to_yaml(cfg), "run_id": tracker.run_id,
         }
 
@@ -230,7 +250,8 @@ def fit(cfg: DictConfig, tracker, ckpt_path: Path, resume: Optional[dict] = None
             while it < steps_per_epoch:
                 x = train_x[perm[it * bsz:(it + 1) * bsz]].float().div_(255.0)
                 z, c = latents.sample(bsz, mcfg.noise_dim, mcfg.code_dim, rng, device)
-                acc.add(train_step(g, d, opt, x, z, c, tcfg.code_weight, tcfg.g_loss, tcfg.info_trains_d_trunk))
+                acc.add(train_step(g, d, opt, x, z, c, tcfg.code_weight, tcfg.g_loss,
+                                       tcfg.info_trains_d_trunk, tcfg.real_fake_batch == "joint"))
                 step += 1
                 it += 1
                 interval_images += bsz
@@ -244,6 +265,7 @@ def fit(cfg: DictConfig, tracker, ckpt_path: Path, resume: Optional[dict] = None
                             f"stopped. The last good checkpoint ({ckpt_path}) is kept. Try lower "
                             f"learning rates (train.lr_d, train.lr_g) or another seed.")
                     elapsed = time.perf_counter() - interval_start
+                    train_seconds += elapsed
                     last["perf/img_per_s"] = interval_images / max(elapsed, 1e-9)
                     if step > logged_through:
                         tracker.log_metrics(last, step=step)
@@ -252,14 +274,26 @@ def fit(cfg: DictConfig, tracker, ckpt_path: Path, resume: Optional[dict] = None
                     acc = _Accumulator()
                     interval_start, interval_images = time.perf_counter(), 0
             bar.close()
+            train_seconds += time.perf_counter() - interval_start
             epoch, it, perm = epoch + 1, 0, None
             _check_finite_params(g, d, step, ckpt_path)
+            every = cfg.eval.every_epochs
+            if evaluator is not None and every and (epoch % every == 0 or epoch == tcfg.epochs):
+                measured = evaluator(g, d).as_metrics()
+                last.update(measured)
+                tracker.log_metrics({**measured, "perf/train_seconds": train_seconds,
+                                     "perf/epoch": float(epoch)}, step=step)
+                log(f"epoch {epoch} evaluation: generated accuracy {measured['eval/gen_accuracy']:.3f}, "
+                    f"Q accuracy {measured['eval/q_accuracy']:.3f}, demo min "
+                    f"{measured['eval/demo_score_min']:.0f}/10"
+                    + (f", FLD {measured['eval/fld']:.1f}" if "eval/fld" in measured else ""))
             tracker.log_image(grid_array(sample_grid(g, noise), nrow=N_STYLES), key="samples", step=step)
             tracker.flush()
             checkpoint.save(ckpt_path, state())
             tracker.log_artifact(ckpt_path, "checkpoints")
             log(f"epoch {epoch}/{tcfg.epochs} done at step {step}: "
-                + ", ".join(f"{k} {v:.3f}" for k, v in last.items()))
+                + ", ".join(f"{k} {v:.3f}" for k, v in last.items() if not k.startswith("eval/")))
+            interval_start, interval_images = time.perf_counter(), 0
     except (KeyboardInterrupt, Interrupted):
         _check_finite_params(g, d, step, ckpt_path)
         tracker.flush()
@@ -362,6 +396,13 @@ def run(cfg: DictConfig, resume: Optional[str] = None, epochs: Optional[int] = N
                               f"train.epochs=N with N > {state['epoch']} to train it longer")
 
     arrays, info = prepare(cfg.data, log=log)
+    evaluator = None
+    if cfg.eval.every_epochs:
+        from .evaluate import Evaluator, get_classifier
+
+        tensors = as_tensors(arrays, pick_device(cfg.train.device))
+        classifier, _, _ = get_classifier(cfg, tensors, info.sha256, log)
+        evaluator = Evaluator(cfg, classifier, tensors)
     with tracking.start_run(cfg.tracking.experiment, cfg.tracking.run_name, run_id=resume,
                             nested=nested) as active:
         run_id = active.info.run_id
@@ -377,7 +418,8 @@ def run(cfg: DictConfig, resume: Optional[str] = None, epochs: Optional[int] = N
                 tracker.log_text(to_yaml(cfg), "config.yaml")
                 _log_fixed_noise(tracker, latents.fixed_noise(N_STYLES, cfg.model.noise_dim, cfg.seed))
             try:
-                result = fit(cfg, tracker, checkpoint_path(cfg, run_id), resume=state, log=log, arrays=arrays)
+                result = fit(cfg, tracker, checkpoint_path(cfg, run_id), resume=state, log=log, arrays=arrays,
+                             evaluator=evaluator)
             except NonFiniteLoss:
                 tracker.set_tags({"infogan.stop_reason": "non_finite"})
                 raise

@@ -66,15 +66,15 @@ class Recorder(torch.optim.Optimizer):
                      for group in self.param_groups for p in group["params"]]
 
 
-def run_step(code_weight: float, trains_trunk: bool):
-    cfg = load_config([], ["train.batch_size=8"])
+def run_step(code_weight: float, trains_trunk: bool, arch: str = "paper", joint: bool = False):
+    cfg = load_config([], ["train.batch_size=8", f"model.arch={arch}"])
     torch.manual_seed(0)
     g, d = models.build(cfg.model)
     opt = Optimisers(d=Recorder([*d.trunk.parameters(), *d.head.parameters()]),
                      q=Recorder(d.q.parameters()), g=Recorder(g.parameters()))
     torch.manual_seed(1)
     x, z, c = torch.rand(8, 1, 28, 28), torch.randn(8, 54), torch.randint(10, (8,))
-    train_step(g, d, opt, x, z, c, code_weight, "non_saturating", trains_trunk)
+    train_step(g, d, opt, x, z, c, code_weight, "non_saturating", trains_trunk, joint_batch=joint)
     n_trunk = len(list(d.trunk.parameters()))
     return {"trunk": opt.d.seen[:n_trunk], "head": opt.d.seen[n_trunk:], "q": opt.q.seen, "g": opt.g.seen,
             "d_after_g_step": [p.grad for p in d.trunk.parameters()]}
@@ -84,22 +84,28 @@ def same(a, b):
     return all(torch.equal(x, y) for x, y in zip(a, b))
 
 
-def test_every_optimiser_gets_gradients_for_all_its_parameters():
-    grads = run_step(1.0, True)
+LAYOUTS = [("paper", False), ("tconv", True), ("upsample_sn", False)]  # arch, joint real+fake batch
+
+
+@pytest.mark.parametrize("arch, joint", LAYOUTS)
+def test_every_optimiser_gets_gradients_for_all_its_parameters(arch, joint):
+    grads = run_step(1.0, True, arch, joint)
     for part in ("trunk", "head", "q", "g"):
         assert all(gr is not None and gr.abs().sum() > 0 for gr in grads[part]), part
 
 
+@pytest.mark.parametrize("arch, joint", LAYOUTS)
 @pytest.mark.parametrize("trains_trunk", [True, False])
-def test_info_term_reaches_d_trunk_only_when_flag_is_set(trains_trunk):
-    with_info, without_info = run_step(1.0, trains_trunk), run_step(0.0, trains_trunk)
+def test_info_term_reaches_d_trunk_only_when_flag_is_set(trains_trunk, arch, joint):
+    with_info, without_info = run_step(1.0, trains_trunk, arch, joint), run_step(0.0, trains_trunk, arch, joint)
     assert same(with_info["trunk"], without_info["trunk"]) is (not trains_trunk)
     assert same(with_info["head"], without_info["head"])  # the info term never trains D's head
     assert not same(with_info["g"], without_info["g"])  # ... and always trains G
     assert all(gr.abs().sum() == 0 for gr in without_info["q"])  # Q learns from the info term alone
 
 
-def test_g_step_computes_no_weight_gradients_for_d():
-    grads = run_step(1.0, True)
+@pytest.mark.parametrize("arch, joint", LAYOUTS)
+def test_g_step_computes_no_weight_gradients_for_d(arch, joint):
+    grads = run_step(1.0, True, arch, joint)
     # D's .grad after the whole step is still what the D step produced: the G step added nothing.
     assert same(grads["d_after_g_step"], grads["trunk"])

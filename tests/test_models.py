@@ -7,7 +7,7 @@ from pipeline import models
 from pipeline.config import load_config
 
 
-@pytest.mark.parametrize("arch", ["tconv", "upsample_sn"])
+@pytest.mark.parametrize("arch", ["paper", "tconv", "upsample_sn"])
 @pytest.mark.parametrize("noise_dim, code_dim", [(54, 10), (20, 5)])
 def test_shapes(arch, noise_dim, code_dim):
     cfg = load_config([], [f"model.arch={arch}", f"model.noise_dim={noise_dim}", f"model.code_dim={code_dim}"])
@@ -28,8 +28,19 @@ def test_upsample_sn_has_no_transposed_convs_and_d_no_batch_norm():
     assert sum(hasattr(m, "parametrizations") for m in d.modules()) == 4  # 3 trunk layers + D head
 
 
+def test_paper_follows_the_infogan_papers_mnist_network():
+    g, d = models.build(load_config([], ["model.arch=paper"]).model)
+    linear = [(m.in_features, m.out_features) for m in g.modules() if isinstance(m, nn.Linear)]
+    assert linear == [(64, 1024), (1024, 128 * 7 * 7)]
+    convt = [(m.in_channels, m.out_channels, m.kernel_size, m.stride) for m in g.modules()
+             if isinstance(m, nn.ConvTranspose2d)]
+    assert convt == [(128, 64, (4, 4), (2, 2)), (64, 1, (4, 4), (2, 2))]
+    assert [(m.in_features, m.out_features) for m in d.trunk.modules() if isinstance(m, nn.Linear)] == [(6272, 1024)]
+    assert any(isinstance(m, nn.BatchNorm1d) for m in d.q.modules())  # Q: FC 128 - BN - LReLU - FC
+
+
 def test_tconv_follows_the_handout():
-    g, d = models.build(load_config().model, literal=True)
+    g, d = models.build(load_config([], ["model.arch=tconv"]).model, literal=True)
     convt = [m for m in g.modules() if isinstance(m, nn.ConvTranspose2d)]
     assert [(m.in_channels, m.out_channels, m.kernel_size, m.stride) for m in convt] == [
         (64, 512, (1, 1), (1, 1)), (512, 256, (4, 4), (1, 1)), (256, 128, (5, 5), (2, 2)),

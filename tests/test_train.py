@@ -42,7 +42,7 @@ def test_smoke_run_logs_everything_a_user_looks_for(home, smoke_overrides):
     assert EXPECTED_METRICS <= set(run.data.metrics)
     assert [step for step, _ in history(run_id)] == list(range(2, 17, 2))  # 2 epochs x 8 steps, every 2
     assert all(math.isfinite(v) for _, v in history(run_id))
-    assert run.data.params["train.lr_g"] == "0.0002" and run.data.params["model.arch"] == "tconv"
+    assert run.data.params["train.lr_g"] == "0.001" and run.data.params["model.arch"] == "paper"
     artifacts = {a.path for a in client.list_artifacts(run_id)}
     assert {"config.yaml", "fixed_noise.npy", "images", "checkpoints", "samples"} <= artifacts
     images = [a.path for a in client.list_artifacts(run_id, "images") if a.path.endswith(".png")]
@@ -56,7 +56,7 @@ def test_smoke_run_logs_everything_a_user_looks_for(home, smoke_overrides):
     assert images.shape == (10, 1, 28, 28)
     assert (images[0] - images[1]).abs().max() > 1e-4
     ckpt = checkpoint.load(train.checkpoint_path(cfg, run_id))
-    assert ckpt["step"] == 16 and ckpt["run_id"] == run_id and "lr_g: 0.0002" in ckpt["config"]
+    assert ckpt["step"] == 16 and ckpt["run_id"] == run_id and "lr_g: 0.001" in ckpt["config"]
 
 
 def test_same_seed_same_losses(home, smoke_overrides):
@@ -142,7 +142,7 @@ def test_pipeline_runs_stages_as_children_of_one_parent(home, smoke_overrides):
     client = MlflowClient()
     parent = client.search_runs([client.get_experiment_by_name("smoke").experiment_id],
                                 filter_string="tags.`infogan.stage` = 'pipeline'")[0]
-    for stage in ("data", "train"):
+    for stage in ("data", "train", "evaluate"):
         child = client.get_run(ids[stage])
         assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
         assert child.info.status == "FINISHED"
@@ -150,6 +150,8 @@ def test_pipeline_runs_stages_as_children_of_one_parent(home, smoke_overrides):
     data_run = client.get_run(ids["data"])
     assert data_run.data.tags["infogan.data_sha256"] and len(data_run.inputs.dataset_inputs) == 2
     assert "loss/d" in client.get_run(ids["train"]).data.metrics
+    assert client.get_run(ids["evaluate"]).data.tags["infogan.evaluated_run_id"] == ids["train"]
+    assert "eval/gen_accuracy" in client.get_run(ids["train"]).data.metrics
 
 
 @pytest.mark.slow
@@ -171,4 +173,6 @@ def test_mlflow_run_entry_points(home, smoke_overrides, entry):
     trained = [r for r in runs if "loss/d" in r.data.metrics]
     assert len(trained) == 1 and "train.lr_g" in trained[0].data.params  # ...beside the config's
     if entry == "main":
-        assert len(runs) == 3 and trained[0].data.tags["mlflow.parentRunId"] == top[0].info.run_id
+        assert len(runs) == 4 and trained[0].data.tags["mlflow.parentRunId"] == top[0].info.run_id
+        evaluated = [r for r in runs if r.data.tags.get("infogan.stage") == "evaluate"]
+        assert [r.data.tags["infogan.evaluated_run_id"] for r in evaluated] == [trained[0].info.run_id]

@@ -1,0 +1,118 @@
+"""Pure metrics: the code -> digit mapping, accuracies, the lab's demo grade, Frechet distance.
+
+Nothing here knows about models, configs or MLflow; everything takes arrays and returns numbers.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import linalg
+from scipy.optimize import linear_sum_assignment
+
+PASS_MARK = 7  # a demo column (one style, ten digits) passes with at least this many right
+
+
+@dataclass
+class CodeMapping:
+    """Which digit each code value draws, learned without labels.
+
+    ``digit_of_code[k]`` is the digit assigned to code k (one-to-one, Hungarian);
+    ``counts[k, d]`` how many samples of code k the classifier called d.
+    """
+    digit_of_code: np.ndarray  # [code_dim] int
+    counts: np.ndarray  # [code_dim, n_classes] int
+
+    @property
+    def code_of_digit(self) -> dict[int, int]:
+        return {int(d): k for k, d in enumerate(self.digit_of_code)}
+
+    def purity(self) -> np.ndarray:
+        """Per code: the share of its samples classified as its assigned digit."""
+        rows = self.counts.sum(axis=1).clip(min=1)
+        return self.counts[np.arange(len(self.digit_of_code)), self.digit_of_code] / rows
+
+    def accuracy(self) -> float:
+        """Share of all samples classified as the digit their code is mapped to."""
+        hits = self.counts[np.arange(len(self.digit_of_code)), self.digit_of_code].sum()
+        return float(hits / max(self.counts.sum(), 1))
+
+    def warnings(self) -> list[str]:
+        """The classic failure: two codes drawing one digit, so another digit has no code."""
+        majority = self.counts.argmax(axis=1)
+        notes = []
+        for digit in range(self.counts.shape[1]):
+            codes = [k for k in range(len(majority)) if majority[k] == digit]
+            if len(codes) > 1:
+                notes.append(f"codes {codes} all mostly draw digit {digit}")
+        missing = sorted(set(range(self.counts.shape[1])) - set(majority.tolist()))
+        if missing:
+            notes.append(f"no code mostly draws digit(s) {missing}")
+        return notes
+
+    def to_dict(self) -> dict:
+        purity = self.purity()
+        return {
+            "digit_of_code": [int(d) for d in self.digit_of_code],
+            "code_of_digit": {str(d): k for d, k in sorted(self.code_of_digit.items())},
+            "purity": {str(k): round(float(p), 4) for k, p in enumerate(purity)},
+            "accuracy": round(self.accuracy(), 4),
+            "counts": self.counts.tolist(),
+            "warnings": self.warnings(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "CodeMapping":
+        return cls(np.asarray(data["digit_of_code"], dtype=int), np.asarray(data["counts"], dtype=int))
+
+
+def confusion(codes: np.ndarray, predicted: np.ndarray, code_dim: int, n_classes: int = 10) -> np.ndarray:
+    """counts[k, d]: samples of code k that the classifier calls digit d."""
+    counts = np.zeros((code_dim, n_classes), dtype=int)
+    np.add.at(counts, (np.asarray(codes, dtype=int), np.asarray(predicted, dtype=int)), 1)
+    return counts
+
+
+def map_codes(codes: np.ndarray, predicted: np.ndarray, code_dim: int, n_classes: int = 10) -> CodeMapping:
+    """One-to-one code -> digit assignment maximising agreement (Hungarian algorithm).
+
+    With more codes than digits, the surplus codes get the digit they agree with most.
+    """
+    counts = confusion(codes, predicted, code_dim, n_classes)
+    rows, cols = linear_sum_assignment(counts, maximize=True)
+    digit_of_code = counts.argmax(axis=1)
+    digit_of_code[rows] = cols
+    return CodeMapping(digit_of_code.astype(int), counts)
+
+
+def mapped_accuracy(predicted_code: np.ndarray, labels: np.ndarray, mapping: CodeMapping) -> float:
+    """Accuracy of a code predictor (Q on real images) read through the mapping."""
+    return float(np.mean(mapping.digit_of_code[np.asarray(predicted_code, dtype=int)] == np.asarray(labels)))
+
+
+def demo_scores(predicted: np.ndarray) -> np.ndarray:
+    """The lab's grade of demos: ``predicted[n, digit, style]`` is the class the classifier gives
+    the image drawn for ``digit`` (through the mapping) in style column ``style``. A column passes
+    when at least PASS_MARK of its digits are right; a demo scores its passing columns (0-10)."""
+    predicted = np.asarray(predicted)
+    right = predicted == np.arange(predicted.shape[1])[None, :, None]
+    return (right.sum(axis=1) >= PASS_MARK).sum(axis=1)
+
+
+def column_passes(predicted: np.ndarray) -> np.ndarray:
+    """For one demo ``predicted[digit, style]``: which style columns pass."""
+    right = np.asarray(predicted) == np.arange(predicted.shape[0])[:, None]
+    return right.sum(axis=0) >= PASS_MARK
+
+
+def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """Frechet distance between Gaussians fitted to feature sets ``a`` [N, F] and ``b`` [M, F]."""
+    mu_a, mu_b = a.mean(axis=0), b.mean(axis=0)
+    cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    covmean, _ = linalg.sqrtm(cov_a @ cov_b, disp=False)
+    if not np.isfinite(covmean).all():
+        eps = 1e-6 * np.eye(a.shape[1])
+        covmean = linalg.sqrtm((cov_a + eps) @ (cov_b + eps))
+    covmean = np.real(covmean)
+    value = ((mu_a - mu_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2 * np.trace(covmean)
+    return float(max(value, 0.0))

@@ -1,0 +1,78 @@
+"""The evaluate stage and `infogan generate` on a smoke run (tiny classifier, tiny budgets)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from mlflow import MlflowClient
+from PIL import Image
+
+from conftest import SMOKE
+from pipeline import cli, evaluate, train
+from pipeline.config import load_config
+
+
+@pytest.fixture
+def smoke_run(home, smoke_overrides) -> str:
+    return train.run(load_config([SMOKE], smoke_overrides), log=lambda m: None)
+
+
+def test_training_logs_eval_metrics_each_epoch(smoke_run):
+    client = MlflowClient()
+    steps = [m.step for m in client.get_metric_history(smoke_run, "eval/gen_accuracy")]
+    assert steps == [8, 16]
+    seconds = [m.value for m in client.get_metric_history(smoke_run, "perf/train_seconds")]
+    assert len(seconds) == 2 and 0 < seconds[0] < seconds[1]
+    classifier = client.search_runs([client.get_experiment_by_name("classifier").experiment_id])
+    assert len(classifier) == 1 and "test_accuracy" in classifier[0].data.metrics
+
+
+def test_evaluate_logs_metrics_mapping_and_figures_to_the_training_run(smoke_run, capsys):
+    assert cli.main(["generate", "--run-id", smoke_run, "--digit", "7", "--out", "x.png"]) == 2
+    assert "run `infogan evaluate --run-id" in capsys.readouterr().err
+
+    evaluate.stage(smoke_run, log=lambda m: None)
+    client = MlflowClient()
+    run = client.get_run(smoke_run)
+    for key in ("eval/gen_accuracy", "eval/q_accuracy", "eval/demo_score_mean", "eval/demo_score_min",
+                "eval/demo_perfect_frac", "eval/fld"):
+        assert key in run.data.metrics
+    assert 0.0 <= run.data.metrics["eval/gen_accuracy"] <= 1.0
+    assert {a.path for a in client.list_artifacts(smoke_run, "eval")} == {
+        "eval/mapping.json", "eval/demo.png", "eval/confusion.png"}
+    with open(client.download_artifacts(smoke_run, "eval/mapping.json")) as f:
+        mapping = json.load(f)
+    assert sorted(mapping["digit_of_code"]) == list(range(10))
+    # the classifier trained for the training run was reused, not trained again
+    assert len(client.search_runs([client.get_experiment_by_name("classifier").experiment_id])) == 1
+    stage_runs = client.search_runs([run.info.experiment_id], "tags.`infogan.stage` = 'evaluate'")
+    assert [r.data.tags["infogan.evaluated_run_id"] for r in stage_runs] == [smoke_run]
+
+
+def test_generate_outputs_are_reproducible(smoke_run, tmp_path):
+    evaluate.stage(smoke_run, log=lambda m: None)
+    digit = tmp_path / "sevens.png"
+    assert cli.main(["generate", "--run-id", smoke_run, "--digit", "7", "--n", "16", "--out", str(digit)]) == 0
+    assert Image.open(digit).size == (4 * 30 + 2, 4 * 30 + 2)  # 4x4 grid of 28 px + 2 px padding
+    demo = tmp_path / "demo.png"
+    assert cli.main(["generate", "--run-id", smoke_run, "--demo", "--out", str(demo)]) == 0
+    assert Image.open(demo).size[0] > 300
+
+    outputs = []
+    for name, seed in (("a.npz", "3"), ("b.npz", "3"), ("c.npz", "4")):
+        path = tmp_path / name
+        assert cli.main(["generate", "--run-id", smoke_run, "--raw", "--styles", "5", "--seed", seed,
+                         "--out", str(path)]) == 0
+        outputs.append(np.load(path)["images"])
+    assert outputs[0].shape == (5, 10, 28, 28) and outputs[0].dtype == np.float32
+    assert 0.0 <= outputs[0].min() and outputs[0].max() <= 1.0
+    np.testing.assert_array_equal(outputs[0], outputs[1])
+    assert not np.array_equal(outputs[0], outputs[2])
+
+
+def test_generate_refuses_unknown_runs_and_bad_outputs(home, capsys):
+    assert cli.main(["generate", "--run-id", "0123abc", "--raw", "--out", "x.npz"]) == 2
+    assert "no run '0123abc'" in capsys.readouterr().err
+    assert cli.main(["generate", "--run-id", "0123abc", "--raw", "--out", "x.png"]) == 2
+    assert "--raw writes an .npz" in capsys.readouterr().err

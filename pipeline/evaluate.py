@@ -39,8 +39,6 @@ def get_classifier(cfg: DictConfig, tensors: dict, data_sha256: str,
                    log: Callable[[str], None] = print) -> tuple[models.Classifier, str, float]:
     """The reference classifier: the logged one with the same key, else trained now and logged
     as its own run in ``eval.classifier_experiment``. Returns (model, run id, test accuracy)."""
-    import mlflow
-
     key = classifier_key(cfg, data_sha256)
     found = tracking.find_finished_run(cfg.eval.classifier_experiment, {CLASSIFIER_TAG: key})
     if found is not None:
@@ -83,7 +81,6 @@ def get_classifier(cfg: DictConfig, tensors: dict, data_sha256: str,
     if accuracy < MIN_CLASSIFIER_ACCURACY and e.classifier_train_subset is None:
         warnings.warn(f"the reference classifier reached only {accuracy:.4f} test accuracy "
                       f"(< {MIN_CLASSIFIER_ACCURACY}); eval/ figures are less trustworthy", stacklevel=2)
-    mlflow.set_tracking_uri(tracking.tracking_uri())
     return model.eval(), run_id, accuracy
 
 
@@ -305,11 +302,9 @@ def stage(run_id: str, nested: bool = False, log: Callable[[str], None] = print)
     which run it evaluated and the same metrics. Returns this run's id."""
     tracking.configure()
     trained = tracking.get_run(run_id)
-    experiment = "infogan"
-    if trained is not None:
-        from mlflow import MlflowClient
-
-        experiment = MlflowClient().get_experiment(trained.info.experiment_id).name
+    if trained is None:
+        raise UsageError(f"no run {run_id!r} in the tracking store {tracking.tracking_uri()}")
+    experiment = tracking.experiment_name(trained.info.experiment_id)
     with tracking.start_run(experiment, "evaluate", nested=nested) as active:
         tracker = tracking.MlflowTracker(active.info.run_id)
         tracker.set_tags({"infogan.stage": "evaluate", "infogan.evaluated_run_id": run_id})

@@ -106,13 +106,18 @@ def column_passes(predicted: np.ndarray) -> np.ndarray:
 
 
 def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
-    """Frechet distance between Gaussians fitted to feature sets ``a`` [N, F] and ``b`` [M, F]."""
+    """Frechet distance between Gaussians fitted to feature sets ``a`` [N, F] and ``b`` [M, F]:
+    |mu_a - mu_b|^2 + tr(S_a) + tr(S_b) - 2 tr((S_a S_b)^1/2).
+
+    The trace of the matrix square root is taken from the eigenvalues of the symmetric
+    S_a^1/2 S_b S_a^1/2 (same spectrum as S_a S_b), which stays exact when a covariance is
+    singular (ReLU features that never fire), where a general ``sqrtm`` would warn and drift.
+    """
     mu_a, mu_b = a.mean(axis=0), b.mean(axis=0)
-    cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    covmean, _ = linalg.sqrtm(cov_a @ cov_b, disp=False)
-    if not np.isfinite(covmean).all():
-        eps = 1e-6 * np.eye(a.shape[1])
-        covmean = linalg.sqrtm((cov_a + eps) @ (cov_b + eps))
-    covmean = np.real(covmean)
-    value = ((mu_a - mu_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2 * np.trace(covmean)
+    cov_a, cov_b = np.atleast_2d(np.cov(a, rowvar=False)), np.atleast_2d(np.cov(b, rowvar=False))
+    w, v = linalg.eigh(cov_a)
+    sqrt_a = (v * np.sqrt(w.clip(min=0))) @ v.T
+    middle = sqrt_a @ cov_b @ sqrt_a
+    trace_sqrt = np.sqrt(linalg.eigvalsh((middle + middle.T) / 2).clip(min=0)).sum()
+    value = ((mu_a - mu_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2 * trace_sqrt
     return float(max(value, 0.0))

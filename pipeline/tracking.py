@@ -111,6 +111,10 @@ def get_run(run_id: str):
         return None
 
 
+def experiment_name(experiment_id: str) -> str:
+    return MlflowClient().get_experiment(experiment_id).name
+
+
 def find_finished_run(experiment: str, tags: dict[str, str]):
     """The newest FINISHED run of ``experiment`` carrying all ``tags``, or None."""
     client = MlflowClient()
@@ -188,16 +192,31 @@ class MlflowTracker:
 
     def log_model(self, module, name: str) -> str:
         """Log a torch module as an MLflow model; returns its URI (``runs:/<id>/<name>``)."""
+        import logging
+
         import mlflow.pytorch
 
+        # Pickled module (not a traced pt2 graph) so attributes such as ``code_dim`` survive; the
+        # warning MLflow prints about pickles each time says nothing new, so it is held back.
+        pytorch_logger = logging.getLogger("mlflow.pytorch")
+        level = pytorch_logger.level
+        pytorch_logger.setLevel(logging.ERROR)
         with _as_active(self.run_id):
-            # Pickled module (not a traced pt2 graph) so attributes such as ``code_dim`` survive.
-            mlflow.pytorch.log_model(module, name=name, serialization_format="pickle",
-                                     pip_requirements=["torch", "torchvision", "infogan-pipeline"])
+            try:
+                mlflow.pytorch.log_model(module, name=name, serialization_format="pickle",
+                                         pip_requirements=["torch", "torchvision", "infogan-pipeline"])
+            finally:
+                pytorch_logger.setLevel(level)
         return f"runs:/{self.run_id}/{name}"
 
     def log_dataset(self, features, targets, name: str, source: str, digest: str, context: str) -> None:
-        dataset = mlflow.data.from_numpy(features, targets=targets, source=source, name=name, digest=digest[:20])
+        import warnings
+
+        with warnings.catch_warnings():
+            # A local path matches two registered source types that are the same class.
+            warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
+            dataset = mlflow.data.from_numpy(features, targets=targets, source=source, name=name,
+                                             digest=digest[:20])
         with _as_active(self.run_id):
             mlflow.log_input(dataset, context=context)
 

@@ -78,3 +78,17 @@ def test_frechet_distance_is_zero_for_identical_sets_and_grows_with_a_shift():
     # a mean shift of 1 in every one of 8 features adds 8 (|mu_a - mu_b|^2) to the distance
     assert metrics.frechet_distance(a, a + 1.0) == pytest.approx(8.0, abs=1e-6)
     assert metrics.frechet_distance(a, a * 2.0) > 1.0
+
+
+def test_frechet_distance_matches_the_textbook_formula_and_survives_dead_features():
+    from scipy import linalg
+
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(size=(1000, 6)), rng.normal(size=(1000, 6)) * 1.5 + 0.3
+    cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    textbook = (((a.mean(0) - b.mean(0)) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b)
+                - 2 * np.trace(np.real(linalg.sqrtm(cov_a @ cov_b))))
+    assert metrics.frechet_distance(a, b) == pytest.approx(textbook, rel=1e-9)
+    a[:, 2] = 0.0  # a ReLU unit that never fires: a singular covariance
+    assert np.isfinite(metrics.frechet_distance(a, b))
+    assert metrics.frechet_distance(a, a) == pytest.approx(0.0, abs=1e-6)

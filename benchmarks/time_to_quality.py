@@ -4,6 +4,7 @@ worst demo grade, FLD) plus when each seed first reached the target: gen_accurac
 every demo 10/10.
 
     .venv/bin/python benchmarks/time_to_quality.py [--seeds 0,1,2] [-c FILE] [key=value ...]
+    .venv/bin/python benchmarks/time_to_quality.py --runs RUN_ID [RUN_ID ...]   # tabulate finished runs
 
 Runs are logged to the experiment `time-to-quality` of the project's store (look at them with
 `make ui`); the numbers printed are read back from MLflow, not from the training process.
@@ -39,14 +40,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("-c", "--config", action="append", default=[])
+    parser.add_argument("--runs", nargs="+", metavar="RUN_ID",
+                        help="train nothing: tabulate these finished training runs (seed read from each)")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
     overrides = ["tracking.experiment=time-to-quality", "eval.every_epochs=1", *split_overrides(args.overrides)]
     tracking.configure()
     summary = []
-    for seed in [int(s) for s in args.seeds.split(",")]:
-        cfg = load_config(args.config, [*overrides, f"seed={seed}", f"tracking.run_name=ttq-seed{seed}"])
-        run_id = train.run(cfg, auto_resume=False)
+    jobs = [(None, run_id) for run_id in args.runs] if args.runs else \
+        [(int(s), None) for s in args.seeds.split(",")]
+    for seed, run_id in jobs:
+        if run_id is None:
+            cfg = load_config(args.config, [*overrides, f"seed={seed}", f"tracking.run_name=ttq-seed{seed}"])
+            run_id = train.run(cfg, auto_resume=False)
+        else:
+            seed = int(tracking.get_run(run_id).data.params["seed"])
         rows = table(run_id)
         print(f"\nseed {seed} (run {run_id})")
         print("| train s | epoch | step | gen_accuracy | q_accuracy | demo_score_min | FLD |")

@@ -104,13 +104,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--iters", type=int, default=40, help="timed iterations per variant and round")
-    parser.add_argument("--loop-iters", type=int, default=150, help="iterations of the full loop per round")
+    parser.add_argument("--loop-iters", type=int, default=None,
+                        help="iterations of the full loop per round (default: one epoch, so its "
+                             "end-of-epoch grid and checkpoint weigh as much as in a real run)")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--archs", default="paper,tconv,upsample_sn")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     bsz = args.batch_size
+    args.loop_iters = args.loop_iters or 60000 // bsz
 
     from pipeline.data import prepare
 

@@ -26,12 +26,13 @@ from .images import grid_array
 CLASSIFIER_TAG = "infogan.classifier_key"
 MAPPING_FILE = "eval/mapping.json"
 MIN_CLASSIFIER_ACCURACY = 0.99
+CLASSIFIER_SEED = 0  # one classifier judges every run, whatever the run's own seed
 
 
 def classifier_key(cfg: DictConfig, data_sha256: str) -> str:
     """What the classifier depends on: its training settings and the data it learned from."""
     e = cfg.eval
-    body = repr((e.classifier_epochs, e.classifier_lr, e.classifier_train_subset, cfg.seed, data_sha256))
+    body = repr((e.classifier_epochs, e.classifier_lr, e.classifier_train_subset, CLASSIFIER_SEED, data_sha256))
     return hashlib.sha256(body.encode()).hexdigest()[:16]
 
 
@@ -58,14 +59,14 @@ def get_classifier(cfg: DictConfig, tensors: dict, data_sha256: str,
     tracker = tracking.MlflowTracker(run_id)
     try:
         tracker.log_params({"classifier.epochs": e.classifier_epochs, "classifier.lr": e.classifier_lr,
-                            "classifier.train_subset": e.classifier_train_subset, "seed": cfg.seed})
+                            "classifier.train_subset": e.classifier_train_subset, "seed": CLASSIFIER_SEED})
 
         def progress(epoch: int, accuracy: float) -> None:
             tracker.log_metrics({"test_accuracy": accuracy}, step=epoch)
             log(f"  classifier epoch {epoch}/{e.classifier_epochs}: test accuracy {accuracy:.4f}")
 
         model, accuracy = judge.train_classifier(train_tensors, e.classifier_epochs, 128, e.classifier_lr,
-                                                 cfg.seed, progress)
+                                                 CLASSIFIER_SEED, progress)
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "classifier.pt"
             torch.save(model.state_dict(), path)

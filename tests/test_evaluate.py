@@ -18,7 +18,7 @@ def smoke_run(home, smoke_overrides) -> str:
     return train.run(load_config([SMOKE], smoke_overrides), log=lambda m: None)
 
 
-def test_training_logs_eval_metrics_each_epoch(smoke_run):
+def test_training_logs_eval_metrics_each_epoch(smoke_run, smoke_overrides):
     client = MlflowClient()
     steps = [m.step for m in client.get_metric_history(smoke_run, "eval/gen_accuracy")]
     assert steps == [8, 16]
@@ -26,6 +26,9 @@ def test_training_logs_eval_metrics_each_epoch(smoke_run):
     assert len(seconds) == 2 and 0 < seconds[0] < seconds[1]
     classifier = client.search_runs([client.get_experiment_by_name("classifier").experiment_id])
     assert len(classifier) == 1 and "test_accuracy" in classifier[0].data.metrics
+    # another training seed is judged by the same classifier, not a new one
+    train.run(load_config([SMOKE], smoke_overrides + ["seed=1"]), log=lambda m: None)
+    assert len(client.search_runs([client.get_experiment_by_name("classifier").experiment_id])) == 1
 
 
 def test_evaluate_logs_metrics_mapping_and_figures_to_the_training_run(smoke_run, capsys):

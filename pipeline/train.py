@@ -183,14 +183,17 @@ def _on_sigterm(signum, frame):
 
 def fit(cfg: DictConfig, tracker, ckpt_path: Path, resume: Optional[dict] = None,
         log: Callable[[str], None] = print, arrays: Optional[dict] = None,
-        evaluator: Optional[Callable] = None) -> dict:
+        evaluator: Optional[Callable] = None,
+        on_eval: Optional[Callable[[int, int, dict], None]] = None) -> dict:
     """Train ``cfg`` to the end, logging through ``tracker``; returns the last logged metrics.
 
     ``resume`` is a checkpoint dict to continue from. A checkpoint is written at the end of every
     epoch and on Ctrl-C/SIGTERM, so a resumed run repeats no step and skips none.
     ``evaluator(g, d)`` (see evaluate.Evaluator) runs every ``eval.every_epochs`` epochs; its
     ``eval/`` metrics are logged at the training step, with ``perf/train_seconds`` (training
-    time so far, evaluation excluded) for time-to-quality curves.
+    time so far, evaluation excluded) for time-to-quality curves. ``on_eval(epoch, step,
+    metrics)`` is called after each evaluation once that epoch's checkpoint is saved (a sweep
+    reports to its pruner there; an exception it raises ends training with the run resumable).
     """
     tcfg, mcfg = cfg.train, cfg.model
     set_threads(tcfg.threads)
@@ -243,6 +246,7 @@ def fit(cfg: DictConfig, tracker, ckpt_path: Path, resume: Optional[dict] = None
     previous = signal.signal(signal.SIGTERM, _on_sigterm) if _main_thread() else None
     try:
         while epoch < tcfg.epochs:
+            measured = None
             if perm is None:
                 perm = torch.randperm(n, generator=rng, device=device)
             bar = tqdm(total=steps_per_epoch, initial=it, desc=f"epoch {epoch + 1}/{tcfg.epochs}",
@@ -293,6 +297,8 @@ def fit(cfg: DictConfig, tracker, ckpt_path: Path, resume: Optional[dict] = None
             tracker.log_artifact(ckpt_path, "checkpoints")
             log(f"epoch {epoch}/{tcfg.epochs} done at step {step}: "
                 + ", ".join(f"{k} {v:.3f}" for k, v in last.items() if not k.startswith("eval/")))
+            if on_eval is not None and measured is not None:
+                on_eval(epoch, step, measured)
             interval_start, interval_images = time.perf_counter(), 0
     except (KeyboardInterrupt, Interrupted):
         _check_finite_params(g, d, step, ckpt_path)
@@ -366,12 +372,17 @@ def find_interrupted_run(cfg: DictConfig) -> Optional[str]:
 
 
 def run(cfg: DictConfig, resume: Optional[str] = None, epochs: Optional[int] = None,
-        auto_resume: bool = True, nested: bool = False, log: Callable[[str], None] = print) -> str:
+        auto_resume: bool = True, nested: bool = False, log: Callable[[str], None] = print,
+        parent_run_id: Optional[str] = None, tags: Optional[dict] = None,
+        on_eval: Optional[Callable[[int, int, dict], None]] = None,
+        on_start: Optional[Callable[[str], None]] = None) -> str:
     """The ``train`` stage: train ``cfg`` inside an MLflow run; returns the run id.
 
     ``resume`` continues that run from its last checkpoint with the config stored in it
     (``epochs``, when given, extends or shortens the schedule). Without it, an interrupted run of
-    the same config is resumed when ``auto_resume`` is on.
+    the same config is resumed when ``auto_resume`` is on. A sweep trial passes
+    ``parent_run_id`` (the run is a child of the sweep's run), extra ``tags``, ``on_start(run_id)``
+    (called once the run exists) and ``on_eval`` (see :func:`fit`).
     """
     from . import tracking
 
@@ -404,9 +415,13 @@ def run(cfg: DictConfig, resume: Optional[str] = None, epochs: Optional[int] = N
         classifier, _, _ = get_classifier(cfg, tensors, info.sha256, log)
         evaluator = Evaluator(cfg, classifier, tensors)
     with tracking.start_run(cfg.tracking.experiment, cfg.tracking.run_name, run_id=resume,
-                            nested=nested) as active:
+                            nested=nested, parent_run_id=parent_run_id) as active:
         run_id = active.info.run_id
         tracker = tracking.MlflowTracker(run_id)
+        if tags:
+            tracker.set_tags(tags)
+        if on_start is not None:
+            on_start(run_id)
         lock = checkpoint.RunLock(checkpoint_path(cfg, run_id).parent)
         if not lock.acquire():
             raise RuntimeError(f"run {run_id} is being trained by another process")
@@ -419,7 +434,7 @@ def run(cfg: DictConfig, resume: Optional[str] = None, epochs: Optional[int] = N
                 _log_fixed_noise(tracker, latents.fixed_noise(N_STYLES, cfg.model.noise_dim, cfg.seed))
             try:
                 result = fit(cfg, tracker, checkpoint_path(cfg, run_id), resume=state, log=log, arrays=arrays,
-                             evaluator=evaluator)
+                             evaluator=evaluator, on_eval=on_eval)
             except NonFiniteLoss:
                 tracker.set_tags({"infogan.stop_reason": "non_finite"})
                 raise

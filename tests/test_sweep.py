@@ -1,0 +1,288 @@
+"""Sweeps: the sweep file's checks, the smoke sweep's runs, pruning, crash-resume, several workers
+and a PostgreSQL storage."""
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO, subprocess_env
+
+SMOKE_SWEEP = REPO / "sweeps" / "smoke.yaml"
+
+
+def sweep_file(tmp_path: Path, mnist_cache: Path, name: str = "sweep.yaml", **changes) -> Path:
+    """The smoke sweep with absolute paths, the session's MNIST cache, and ``changes`` on top."""
+    spec = yaml.safe_load(SMOKE_SWEEP.read_text())
+    spec["base"]["configs"] = [str(REPO / c) for c in spec["base"]["configs"]]
+    spec["base"]["overrides"] = [f"data.cache_dir={mnist_cache}", *changes.pop("overrides", [])]
+    spec.update(changes)
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def load_study(home: Path, name: str = "smoke", url: str | None = None):
+    import optuna
+
+    return optuna.load_study(study_name=name, storage=url or f"sqlite:///{home / 'optuna.db'}")
+
+
+def runs_of(experiment: str):
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    exp = client.get_experiment_by_name(experiment)
+    return client.search_runs([exp.experiment_id], max_results=100)
+
+
+def children(experiment: str, parent: str):
+    return [r for r in runs_of(experiment) if r.data.tags.get("mlflow.parentRunId") == parent]
+
+
+# --- the sweep file ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("change, message", [
+    ({"n_trails": 3}, "unknown field 'n_trails'"),
+    ({"pruner": {"type": "median", "warmup": 1}}, "unknown field 'pruner.warmup'"),
+    ({"space": {"train.lr_g": {"type": "float", "low": 1e-3, "high": 1e-4, "log": True}}},
+     "field 'space.train.lr_g' has low=0.001 >= high=0.0001"),
+    ({"space": {"train.lr_g": {"type": "float", "low": 0.0, "high": 1e-3, "log": True}}},
+     "field 'space.train.lr_g.low' is 0.0; a log-scale range must be positive"),
+    ({"space": {"train.code_weight": {"type": "float", "low": -1.0, "high": 1.0}}},
+     "field 'space.train.code_weight' allows -1.0, which the config rejects"),
+    ({"space": {"train.lr_gen": {"type": "float", "low": 1e-4, "high": 1e-3}}},
+     "field 'space.train.lr_gen' is not a config key"),
+    ({"space": {"train.epochs": {"type": "int", "low": 1, "high": 3}}}, "field 'space.train.epochs' cannot be searched"),
+    ({"space": {"model.arch": {"type": "categorical", "choices": ["paper", "resnet"]}}},
+     "field 'space.model.arch' allows 'resnet', which the config rejects"),
+    ({"space": {"model.arch": {"type": "categorical"}}}, "field 'space.model.arch.choices' must list"),
+    ({"pruner": {"type": "asha"}}, "field 'pruner.type' is 'asha'; expected one of: median, hyperband"),
+    ({"objective": {"metric": "eval/accuracy"}}, "field 'objective.metric' is 'eval/accuracy'"),
+    ({"n_trials": None}, "field 'n_trials' and timeout_s are both empty"),
+    ({"epochs": "two"}, "wrong type for field 'epochs'"),
+])
+def test_a_malformed_sweep_file_names_the_field(tmp_path, mnist_cache, change, message):
+    from pipeline.config import ConfigError
+    from pipeline.sweep import load_spec
+
+    with pytest.raises(ConfigError) as e:
+        load_spec(sweep_file(tmp_path, mnist_cache, **change))
+    assert message in str(e.value)
+
+
+def test_missing_study_name_and_cli_error(tmp_path, capsys):
+    from pipeline.cli import main
+
+    path = tmp_path / "s.yaml"
+    path.write_text("space: {train.lr_g: {low: 1.0e-4, high: 1.0e-3}}\n")
+    assert main(["sweep", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "infogan sweep: config error:" in err and "field 'study_name' is required" in err
+    assert main(["sweep", str(tmp_path / "nope.yaml")]) == 2
+    assert "sweep file not found" in capsys.readouterr().err
+
+
+def test_shipped_sweep_files_are_valid():
+    from pipeline.sweep import load_spec
+
+    for path in sorted((REPO / "sweeps").glob("*.yaml")):
+        spec = load_spec(path)
+        assert spec.space and spec.n_trials, path
+
+
+def test_best_trial_breaks_ties_by_lower_fld():
+    import optuna
+
+    from pipeline.sweep import ObjectiveSpec, best_trial
+
+    study = optuna.create_study(direction="maximize")
+    for value, fld in ((0.950, 30.0), (0.953, 40.0), (0.951, 20.0), (0.90, 1.0)):
+        study.add_trial(optuna.create_trial(value=value, user_attrs={"eval/fld": fld},
+                                            params={"x": fld}, distributions={"x": optuna.distributions.FloatDistribution(0, 100)}))
+    assert best_trial(study, ObjectiveSpec(tie_tolerance=0.005)).number == 2  # 0.951 with FLD 20
+    assert best_trial(study, ObjectiveSpec(tie_tolerance=0.0)).number == 1  # strictly the best value
+    assert best_trial(study, ObjectiveSpec(tie_breaker=None)).number == 1
+
+
+# --- sweeps that train -------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_smoke_sweep_nests_three_comparable_trials_and_exports_the_best(home, mnist_cache):
+    from optuna.trial import TrialState
+
+    from pipeline import sweep
+    from pipeline.config import load_config
+
+    best_yaml = home / "best.yaml"
+    best = sweep.run(sweep_file(home, mnist_cache), export_best=best_yaml, log=lambda m: None)
+
+    study = load_study(home)
+    assert len(study.trials) == 3
+    assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.trials)
+    parents = [r for r in runs_of("sweep-smoke") if r.data.tags.get("infogan.stage") == "sweep"]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    parent = parents[0].info.run_id
+    kids = children("sweep-smoke", parent)
+    assert len(kids) == 3
+    assert {r.data.tags["optuna.trial"] for r in kids} == {"0", "1", "2"}
+    assert {r.data.tags["optuna.study"] for r in kids} == {"smoke"}
+    for run in kids:
+        trial = study.trials[int(run.data.tags["optuna.trial"])]
+        assert run.data.tags["optuna.state"] == trial.state.name
+        assert run.info.status == ("FINISHED" if trial.state == TrialState.COMPLETE else "KILLED")
+        for key, value in trial.params.items():  # the trial's params under the ordinary dotted keys
+            assert run.data.params[key] == str(value)
+    assert len({frozenset(r.data.metrics) for r in kids}) == 1
+    assert len({frozenset(r.data.params) for r in kids}) == 1
+    assert "eval/gen_accuracy" in kids[0].data.metrics
+
+    from mlflow import MlflowClient
+
+    artifacts = {a.path for a in MlflowClient().list_artifacts(parent)}
+    assert {"trials.csv", "best_params.json", "optuna", "sweep.yaml"} <= artifacts
+    figures = {a.path for a in MlflowClient().list_artifacts(parent, "optuna")}
+    assert {"optuna/history.png", "optuna/slice.png", "optuna/parallel_coordinates.png"} <= figures
+
+    exported = load_config([str(best_yaml)])
+    for key, value in best.params.items():
+        assert exported[key.split(".")[0]][key.split(".")[1]] == value
+
+
+@pytest.mark.slow
+def test_a_pruned_trial_ends_killed(home, mnist_cache):
+    from optuna.trial import TrialState
+
+    from pipeline import sweep
+
+    # No generator reaches an accuracy above 1: the threshold pruner stops the trial after epoch 1.
+    path = sweep_file(home, mnist_cache, n_trials=1, pruner={"type": "threshold", "lower": 1.01})
+    sweep.run(path, log=lambda m: None)
+    trial = load_study(home).trials[0]
+    assert trial.state == TrialState.PRUNED and list(trial.intermediate_values) == [1]
+    (run,) = [r for r in runs_of("sweep-smoke") if "optuna.trial" in r.data.tags]
+    assert run.info.status == "KILLED" and run.data.tags["optuna.state"] == "PRUNED"
+
+
+def _metric_steps(run_id: str, key: str) -> list[int]:
+    from mlflow import MlflowClient
+
+    return [m.step for m in MlflowClient().get_metric_history(run_id, key)]
+
+
+@pytest.mark.slow
+def test_killed_sweep_resumes_the_trial_from_its_checkpoint(home, mnist_cache):
+    from optuna.trial import TrialState
+
+    from pipeline import sweep
+
+    # Trials long enough (3 epochs of 48 steps) to be killed between two epochs.
+    path = sweep_file(home, mnist_cache, n_trials=2, epochs=3, pruner={"type": "none"},
+                      overrides=["train.steps_per_epoch=48", "train.log_every=8"])
+    cmd = [sys.executable, "-m", "pipeline", "sweep", str(path)]
+    proc = subprocess.Popen(cmd, env=subprocess_env(home), cwd=home, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.monotonic() + 180
+    killed_run = None
+    while time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+        try:
+            trials = load_study(home).trials
+        except Exception:  # the study is not created yet
+            continue
+        if trials and trials[0].state == TrialState.RUNNING and trials[0].intermediate_values:
+            os.killpg(proc.pid, signal.SIGKILL)  # a crash: no handler runs, the trial stays RUNNING
+            killed_run = trials[0].user_attrs["mlflow_run_id"]
+            break
+    proc.wait()
+    assert killed_run is not None, f"trial 0 was never caught between epochs: {proc.stderr.read().decode()[-2000:]}"
+
+    sweep.run(path, log=lambda m: None)  # the same command again
+
+    trials = load_study(home).trials
+    states = [t.state for t in trials]
+    assert states.count(TrialState.COMPLETE) == 2 and states.count(TrialState.FAIL) == 1 and len(trials) == 3
+    (retry,) = [t for t in trials if t.system_attrs.get("failed_trial") == 0]
+    assert retry.state == TrialState.COMPLETE and retry.user_attrs["mlflow_run_id"] == killed_run
+    assert retry.params == trials[0].params
+    steps = _metric_steps(killed_run, "loss/d")  # resumed, not restarted: each step once
+    assert steps == list(range(8, 3 * 48 + 1, 8))
+    assert _metric_steps(killed_run, "eval/gen_accuracy") == [48, 96, 144]
+    kids = [r for r in runs_of("sweep-smoke") if "optuna.trial" in r.data.tags]
+    assert len(kids) == 2 and all(r.info.status == "FINISHED" for r in kids)
+
+
+@pytest.mark.slow
+def test_two_workers_share_one_study_and_run_exactly_n_trials(home, mnist_cache):
+    from optuna.trial import TrialState
+
+    from pipeline import sweep
+
+    sweep.run(sweep_file(home, mnist_cache, pruner={"type": "none"}), workers=2, log=lambda m: None)
+    trials = load_study(home).trials
+    assert len(trials) == 3 and all(t.state == TrialState.COMPLETE for t in trials)
+    kids = [r for r in runs_of("sweep-smoke") if "optuna.trial" in r.data.tags]
+    assert sorted(r.data.tags["optuna.trial"] for r in kids) == ["0", "1", "2"]
+    assert all(r.info.status == "FINISHED" for r in kids)
+
+
+# --- PostgreSQL --------------------------------------------------------------------------------
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def postgres_url():
+    """A throw-away PostgreSQL server on 127.0.0.1 (Debian's postgresql package, which `make test`
+    installs when it can), with its data in a temporary folder; stopped afterwards."""
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl")) or [shutil.which("pg_ctl")]
+    if not found[-1]:
+        pytest.skip("PostgreSQL server binaries (pg_ctl) not found: install Debian's `postgresql`")
+    bindir = Path(found[-1]).parent
+    pytest.importorskip("psycopg2", reason="psycopg2 is not installed")
+    data = Path(tempfile.mkdtemp(prefix="infogan-pg-"))
+    as_user: list[str] = []
+    if os.geteuid() == 0:  # the server refuses to run as root
+        shutil.chown(data, "postgres", "postgres")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    port = _free_port()
+
+    def pg(*args: str) -> None:
+        subprocess.run([*as_user, *args], check=True, capture_output=True, timeout=120)
+
+    pg(str(bindir / "initdb"), "-D", str(data / "db"), "-A", "trust", "-U", "infogan")
+    pg(str(bindir / "pg_ctl"), "-D", str(data / "db"), "-l", str(data / "server.log"), "-w",
+       "-o", f"-p {port} -k {data} -c listen_addresses=127.0.0.1", "start")
+    try:
+        pg(str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "infogan", "optuna")
+        yield f"postgresql+psycopg2://infogan@127.0.0.1:{port}/optuna"
+    finally:
+        pg(str(bindir / "pg_ctl"), "-D", str(data / "db"), "-m", "fast", "-w", "stop")
+        shutil.rmtree(data, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_two_workers_on_a_postgresql_storage(home, mnist_cache, postgres_url):
+    from optuna.trial import TrialState
+
+    from pipeline import sweep
+
+    path = sweep_file(home, mnist_cache, n_trials=2, pruner={"type": "none"})
+    sweep.run(path, storage=postgres_url, workers=2, log=lambda m: None)
+    trials = load_study(home, url=postgres_url).trials
+    assert len(trials) == 2 and all(t.state == TrialState.COMPLETE for t in trials)
+    parent = load_study(home, url=postgres_url).user_attrs["mlflow_parent_run_id"]
+    assert len(children("sweep-smoke", parent)) == 2

@@ -279,6 +279,7 @@ def images_figure(panels: list[tuple[str, str]], title: str, zoom: bool = False)
         ax = axes[0, i] if zoom else axes.flat[i]
         ax.axis("on")
         ax.imshow(image, interpolation="nearest")
+        ax.grid(False)
         ax.set_title(name, fontsize=8)
         ax.set_xticks([])
         ax.set_yticks([])
@@ -288,6 +289,7 @@ def images_figure(panels: list[tuple[str, str]], title: str, zoom: bool = False)
             below = axes[1, i]
             below.axis("on")
             below.imshow(image[2:30, 2:30], interpolation="nearest")  # inside the 2-pixel padding
+            below.grid(False)
             below.set_title("enlarged: code 0, first noise vector", fontsize=8)
             below.set_xlabel("x (pixel)")
             below.set_ylabel("y (pixel)")

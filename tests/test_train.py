@@ -142,7 +142,7 @@ def test_pipeline_runs_stages_as_children_of_one_parent(home, smoke_overrides):
     client = MlflowClient()
     parent = client.search_runs([client.get_experiment_by_name("smoke").experiment_id],
                                 filter_string="tags.`infogan.stage` = 'pipeline'")[0]
-    for stage in ("data", "train", "evaluate"):
+    for stage in ("data", "train", "evaluate", "report"):
         child = client.get_run(ids[stage])
         assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
         assert child.info.status == "FINISHED"
@@ -152,6 +152,7 @@ def test_pipeline_runs_stages_as_children_of_one_parent(home, smoke_overrides):
     assert "loss/d" in client.get_run(ids["train"]).data.metrics
     assert client.get_run(ids["evaluate"]).data.tags["infogan.evaluated_run_id"] == ids["train"]
     assert "eval/gen_accuracy" in client.get_run(ids["train"]).data.metrics
+    assert "report/report.pdf" in {a.path for a in client.list_artifacts(ids["report"], "report")}
 
 
 @pytest.mark.slow
@@ -173,6 +174,9 @@ def test_mlflow_run_entry_points(home, smoke_overrides, entry):
     trained = [r for r in runs if "loss/d" in r.data.metrics]
     assert len(trained) == 1 and "train.lr_g" in trained[0].data.params  # ...beside the config's
     if entry == "main":
-        assert len(runs) == 4 and trained[0].data.tags["mlflow.parentRunId"] == top[0].info.run_id
+        assert len(runs) == 5 and trained[0].data.tags["mlflow.parentRunId"] == top[0].info.run_id
+        (reported,) = [r for r in runs if r.data.tags.get("infogan.stage") == "report"]
+        assert reported.data.tags["infogan.report_runs"] == trained[0].info.run_id
+        assert (home / "reports" / "smoke" / "report.pdf").is_file()
         evaluated = [r for r in runs if r.data.tags.get("infogan.stage") == "evaluate"]
         assert [r.data.tags["infogan.evaluated_run_id"] for r in evaluated] == [trained[0].info.run_id]

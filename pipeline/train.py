@@ -6,6 +6,7 @@ import math
 import os
 import signal
 import sys
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -177,10 +178,6 @@ class _Accumulator:
         self.count = state["count"]
 
 
-def _on_sigterm(signum, frame):
-    raise Interrupted("terminated by SIGTERM")
-
-
 def fit(cfg: DictConfig, tracker, ckpt_path: Path, resume: Optional[dict] = None,
         log: Callable[[str], None] = print, arrays: Optional[dict] = None,
         evaluator: Optional[Callable] = None,
@@ -243,7 +240,16 @@ def fit(cfg: DictConfig, tracker, ckpt_path: Path, resume: Optional[dict] = None
 
     last: dict[str, float] = {}
     interval_start, interval_images = time.perf_counter(), 0
-    previous = signal.signal(signal.SIGTERM, _on_sigterm) if _main_thread() else None
+    # SIGTERM only sets a flag; the loop stops at the next iteration boundary. (Raised from the
+    # handler, the exception could land inside MLflow's artifact copy, whose cleanup then fails
+    # with another error and hides it.)
+    stop = threading.Event()
+
+    def stop_requested() -> None:
+        if stop.is_set():
+            raise Interrupted("terminated by SIGTERM")
+
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: stop.set()) if _main_thread() else None
     try:
         while epoch < tcfg.epochs:
             measured = None
@@ -277,6 +283,7 @@ def fit(cfg: DictConfig, tracker, ckpt_path: Path, resume: Optional[dict] = None
                                      if k in ("loss/d", "loss/g", "loss/info")})
                     acc = _Accumulator()
                     interval_start, interval_images = time.perf_counter(), 0
+                stop_requested()  # after this step's logging, so the checkpoint resumes cleanly
             bar.close()
             train_seconds += time.perf_counter() - interval_start
             epoch, it, perm = epoch + 1, 0, None
@@ -299,6 +306,7 @@ def fit(cfg: DictConfig, tracker, ckpt_path: Path, resume: Optional[dict] = None
                 + ", ".join(f"{k} {v:.3f}" for k, v in last.items() if not k.startswith("eval/")))
             if on_eval is not None and measured is not None:
                 on_eval(epoch, step, measured)
+            stop_requested()
             interval_start, interval_images = time.perf_counter(), 0
     except (KeyboardInterrupt, Interrupted):
         _check_finite_params(g, d, step, ckpt_path)
@@ -314,8 +322,6 @@ def fit(cfg: DictConfig, tracker, ckpt_path: Path, resume: Optional[dict] = None
 
 
 def _main_thread() -> bool:
-    import threading
-
     return threading.current_thread() is threading.main_thread()
 
 

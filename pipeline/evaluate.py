@@ -121,12 +121,7 @@ def load_run(run_id: str, log: Callable[[str], None] = print) -> TrainedRun:
     from . import train
 
     tracking.configure()
-    run = tracking.get_run(run_id)
-    if run is None:
-        raise UsageError(f"no run {run_id!r} in the tracking store {tracking.tracking_uri()}")
-    if run.data.tags.get("infogan.stage") != "train":
-        raise UsageError(f"run {run_id} is not a training run (stage: "
-                          f"{run.data.tags.get('infogan.stage', 'unknown')}); pass the train run's id")
+    tracking.get_training_run(run_id)
     stored = tracking.read_text(run_id, "config.yaml")
     cfg = from_yaml(stored)
     path = train.find_checkpoint(cfg, run_id)

@@ -82,15 +82,7 @@ def collect(experiment: str, run_ids: Sequence[str] = (), folder: Optional[Path]
         raise ReportError(f"experiment '{experiment}' does not exist in {tracking.tracking_uri()}; "
                           f"train runs into it first (tracking.experiment={experiment})")
     if run_ids:
-        runs = []
-        for run_id in run_ids:
-            run = tracking.get_run(run_id)
-            if run is None:
-                raise ReportError(f"run {run_id} does not exist in {tracking.tracking_uri()}")
-            if run.data.tags.get("infogan.stage") != "train":
-                raise ReportError(f"run {run_id} is not a training run (stage "
-                                  f"'{run.data.tags.get('infogan.stage')}'); pass training run ids")
-            runs.append(run)
+        runs = [tracking.get_training_run(run_id) for run_id in run_ids]
     else:
         runs = client.search_runs([exp.experiment_id], max_results=500, order_by=["attributes.start_time ASC"],
                                   filter_string="tags.`infogan.stage` = 'train' and attributes.status = 'FINISHED'")

@@ -125,6 +125,19 @@ def get_run(run_id: str):
         return None
 
 
+def get_training_run(run_id: str):
+    """The training run ``run_id``; a UsageError when the store has no such run or it is another stage's."""
+    from .config import UsageError
+
+    run = get_run(run_id)
+    if run is None:
+        raise UsageError(f"no run {run_id!r} in the tracking store {tracking_uri()}")
+    if run.data.tags.get("infogan.stage") != "train":
+        raise UsageError(f"run {run_id} is not a training run (stage: "
+                         f"{run.data.tags.get('infogan.stage', 'unknown')}); pass the train run's id")
+    return run
+
+
 def experiment_name(experiment_id: str) -> str:
     return MlflowClient().get_experiment(experiment_id).name
 

@@ -21,7 +21,7 @@ from pipeline import tracking, train  # noqa: E402
 from pipeline.config import load_config, split_overrides  # noqa: E402
 
 COLUMNS = ("perf/train_seconds", "perf/epoch", "eval/gen_accuracy", "eval/q_accuracy",
-           "eval/demo_score_min", "eval/fld")
+           "eval/demo_score_min", "eval/fld", "eval/fld_floor")
 TARGET_ACCURACY = 0.95
 
 
@@ -68,6 +68,9 @@ def main() -> None:
             if reached is None and r.get("eval/gen_accuracy", 0) >= TARGET_ACCURACY \
                     and r.get("eval/demo_score_min", 0) == 10:
                 reached = r
+        floors = [r["eval/fld_floor"] for r in rows if "eval/fld_floor" in r]
+        if floors:
+            print(f"FLD floor (two real test splits of the same size): {floors[-1]:.1f}")
         final = rows[-1] if rows else {}
         summary.append((seed, run_id, reached, final))
     print("\n| seed | target reached at (train s / epoch) | final gen_accuracy | final q_accuracy | final demo min | final FLD |")

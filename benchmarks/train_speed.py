@@ -18,9 +18,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline import latents, losses, models  # noqa: E402
+from pipeline import augment, latents, losses, models  # noqa: E402
 from pipeline.config import load_config  # noqa: E402
-from pipeline.train import make_optimisers, train_step  # noqa: E402
+from pipeline.train import INFO_AUGMENT, make_optimisers, train_step  # noqa: E402
 
 
 def textbook_step(g, d, opt_d, opt_gq, x, z, c, code_weight):
@@ -60,9 +60,15 @@ def make_variant(name: str, arch: str, bsz: int):
         x = x.contiguous(memory_format=torch.channels_last)
     opt = make_optimisers(g, d, cfg.train)
 
+    info_view = None
+    if name == "step+info_augment":
+        def info_view(images):
+            return augment.random_affine(images, rng, **INFO_AUGMENT)
+
     def step():
         z, c = latents.sample(bsz, 54, 10, rng, torch.device("cpu"))
-        train_step(g, d, opt, x, z, c, 1.0, "non_saturating", True, joint_batch=arch == "tconv")
+        train_step(g, d, opt, x, z, c, 1.0, "non_saturating", True, joint_batch=arch == "tconv",
+                   info_view=info_view)
     return step
 
 
@@ -122,7 +128,8 @@ def main() -> None:
           f"{args.rounds} rounds, medians; device cpu")
     for arch in args.archs.split(","):
         # The paper's network has no 1x1-map convolutions, so it has no literal form to compare.
-        names = ["textbook", *(["step+literal"] if arch != "paper" else []), "step", "step+channels_last"]
+        names = ["textbook", *(["step+literal"] if arch != "paper" else []), "step", "step+channels_last",
+                 "step+info_augment"]
         steps = {name: make_variant(name, arch, bsz) for name in names}
         rates: dict[str, list[float]] = {name: [] for name in [*names, "loop untracked", "loop + MLflow"]}
         for _ in range(args.rounds):

@@ -62,6 +62,10 @@ class TrainConfig:
     g_loss: str = "non_saturating"
     # As in openai/InfoGAN: the info term is part of D's objective too, so it trains D's trunk.
     info_trains_d_trunk: bool = True
+    # Q learns to read the code from a randomly rotated (+-15 deg), scaled (+-15%) and shifted
+    # (+-2 px) copy of each fake, so G's codes must differ in what survives that: the digit, not
+    # its slant or size. Stops codes splitting one digit by style; one more D trunk pass per step.
+    info_augment: bool = True
     # How D's batch norm sees real and fake batches: separate (as the InfoGAN code) | joint (one
     # batch; the handout's tconv network needs it). No effect without batch norm in D.
     real_fake_batch: str = "separate"
@@ -83,7 +87,8 @@ class EvalConfig:
     samples_per_code: int = 1000
     # Random demos (10 digits x 10 fresh styles each) graded as the lab grades them.
     demos: int = 100
-    # Generated and real test images compared by the Frechet distance in classifier features (FLD).
+    # Generated and real test images compared by the Frechet distance in classifier features (FLD);
+    # eval/fld_floor is the distance between the next as many real test images and those (the floor).
     fld_samples: int = 2000
     # The reference classifier: trained once, logged to this experiment, reused while these keys match.
     classifier_experiment: str = "classifier"

@@ -92,8 +92,7 @@ class Evaluator:
     def __init__(self, cfg: DictConfig, classifier: models.Classifier, tensors: dict):
         self.cfg, self.classifier, self.tensors = cfg, classifier, tensors
         e = cfg.eval
-        self.real_features = (judge.features(classifier, tensors["test_x"][:e.fld_samples])
-                              if e.fld_samples else None)
+        self.reference = judge.RealReference(classifier, tensors["test_x"], e.fld_samples) if e.fld_samples else None
 
     def __call__(self, g: models.Generator, d: models.Discriminator, full: bool = False,
                  seed: Optional[int] = None) -> judge.Measurement:
@@ -102,7 +101,7 @@ class Evaluator:
                              samples_per_code=e.samples_per_code if full else e.train_samples_per_code,
                              n_demos=e.demos, fld_samples=e.fld_samples,
                              seed=self.cfg.seed + 7 if seed is None else seed,
-                             real_features=self.real_features)
+                             reference=self.reference)
 
 
 # --- loading a trained run ---------------------------------------------------------------------

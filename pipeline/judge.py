@@ -14,23 +14,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import latents, metrics
+from . import augment, latents, metrics
 from .models import Classifier, Discriminator, Generator
 
 
 def _augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Small random rotations, scalings and shifts, so the classifier is not fooled by a
     generated digit that sits a pixel off centre."""
-    b = x.shape[0]
-    angle = (torch.rand(b, generator=generator) - 0.5) * 0.3  # +-8.6 degrees
-    scale = 1 + (torch.rand(b, generator=generator) - 0.5) * 0.2
-    theta = torch.zeros(b, 2, 3)
-    theta[:, 0, 0] = theta[:, 1, 1] = scale * angle.cos()
-    theta[:, 0, 1] = -scale * angle.sin()
-    theta[:, 1, 0] = scale * angle.sin()
-    theta[:, :, 2] = (torch.rand(b, 2, generator=generator) - 0.5) * 0.3
-    grid = F.affine_grid(theta.to(x.device), list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, align_corners=False)
+    return augment.random_affine(x, generator, max_degrees=8.6, max_scale=0.1, max_shift_px=2.1)
 
 
 @torch.no_grad()
@@ -104,6 +95,7 @@ class Measurement:
     q_accuracy: float
     demo_scores: np.ndarray  # one grade (0-10) per random demo
     fld: Optional[float]
+    fld_floor: Optional[float] = None  # the same distance between two disjoint real test splits
 
     def as_metrics(self) -> dict[str, float]:
         out = {
@@ -116,7 +108,22 @@ class Measurement:
         }
         if self.fld is not None:
             out["eval/fld"] = self.fld
+        if self.fld_floor is not None:
+            out["eval/fld_floor"] = self.fld_floor
         return out
+
+
+class RealReference:
+    """Classifier features of the first ``n`` real test images (what FLD compares generated
+    images with) and the floor: the distance from them to the next ``n`` real test images, what
+    a perfect generator would score with this many samples (FLD is biased upwards for small n).
+    The floor is None when the test set has fewer than ``2 n`` images."""
+
+    def __init__(self, classifier: Classifier, test_x: torch.Tensor, n: int):
+        self.features = features(classifier, test_x[:n])
+        held_out = test_x[n:2 * n]
+        self.floor = (metrics.frechet_distance(features(classifier, held_out), self.features)
+                      if held_out.shape[0] == n else None)
 
 
 @torch.no_grad()
@@ -147,13 +154,13 @@ def demo_inputs(n_demos: int, noise_dim: int, code_of_digit: dict[int, int], gen
 
 def measure(g: Generator, d: Optional[Discriminator], classifier: Classifier, tensors: dict,
             samples_per_code: int = 1000, n_demos: int = 100, fld_samples: int = 0,
-            seed: int = 0, real_features: Optional[np.ndarray] = None) -> Measurement:
+            seed: int = 0, reference: Optional[RealReference] = None) -> Measurement:
     """Everything the evaluate stage reports about a generator (and Q when ``d`` is given).
 
     ``tensors`` are the MNIST tensors (test_x/test_y used). The mapping comes from
     ``samples_per_code`` samples of every code value; demos use fresh noise through the mapping;
     FLD compares ``fld_samples`` generated images with as many real test images
-    (``real_features`` may pass their precomputed classifier features).
+    (``reference`` may pass them precomputed; see RealReference for the floor).
     """
     device = next(g.parameters()).device
     generator = torch.Generator().manual_seed(seed)
@@ -176,10 +183,11 @@ def measure(g: Generator, d: Optional[Discriminator], classifier: Classifier, te
     else:
         scores = np.zeros(n_demos, dtype=int)
 
-    fld = None
+    fld = floor = None
     if fld_samples:
-        if real_features is None:
-            real_features = features(classifier, tensors["test_x"][:fld_samples])
+        if reference is None:
+            reference = RealReference(classifier, tensors["test_x"], fld_samples)
         pick = torch.randperm(images.shape[0], generator=generator)[:fld_samples]
-        fld = metrics.frechet_distance(features(classifier, images[pick.to(images.device)]), real_features)
-    return Measurement(mapping, mapping.accuracy(), q_accuracy, scores, fld)
+        fld = metrics.frechet_distance(features(classifier, images[pick.to(images.device)]), reference.features)
+        floor = reference.floor
+    return Measurement(mapping, mapping.accuracy(), q_accuracy, scores, fld, floor)

@@ -247,6 +247,11 @@ def eval_figure(runs: list[RunData]):
                 axes[row, col].set_xlabel(xlabel)
                 axes[row, col].set_ylabel(name)
                 axes[row, col].set_title(name)
+    floors = pd.concat([run.curve("eval/fld_floor").value for run in runs])
+    if not floors.empty:  # two real test splits: the FLD a perfect generator would score
+        for row in range(2):
+            axes[row, 2].axhline(floors.median(), color="gray", linestyle="--", label="real vs real (floor)")
+        axes[0, 2].legend(loc="best")
     for col in range(2):
         axes[0, col].set_ylim(0, 1.02)
         axes[1, col].set_ylim(0, 1.02)

@@ -18,13 +18,15 @@ import torch
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from . import checkpoint, latents, losses, models
+from . import augment, checkpoint, latents, losses, models
 from .config import ConfigError, config_hash, flatten, from_yaml, resolve_path, to_yaml
 from .data import as_tensors, prepare
 from .images import grid_array
 
 METRICS = ("loss/d", "loss/g", "loss/info", "prob/d_real", "prob/d_fake_before_g", "prob/d_fake_after_g")
 N_STYLES = 10  # noise vectors in the fixed grid (columns); rows are the code values
+# Q's view of a fake under train.info_augment: digits keep their identity under these.
+INFO_AUGMENT = {"max_degrees": 15.0, "max_scale": 0.15, "max_shift_px": 2.0}
 
 
 class NonFiniteLoss(RuntimeError):
@@ -72,7 +74,8 @@ def frozen(module: torch.nn.Module) -> Iterator[None]:
 
 def train_step(g: models.Generator, d: models.Discriminator, opt: Optimisers, x: torch.Tensor,
                z: torch.Tensor, c: torch.Tensor, code_weight: float, g_loss_kind: str,
-               info_trains_d_trunk: bool, joint_batch: bool = False) -> dict[str, torch.Tensor]:
+               info_trains_d_trunk: bool, joint_batch: bool = False,
+               info_view: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> dict[str, torch.Tensor]:
     """One InfoGAN iteration on real batch ``x`` with latents (z, c). Returns detached scalars.
 
     One fake batch serves both steps: G runs once, the D step reads it detached, the G step
@@ -83,6 +86,11 @@ def train_step(g: models.Generator, d: models.Discriminator, opt: Optimisers, x:
     from winning on batch-level differences. Joint: one batch of both, which the handout's
     network needs, since it normalises the 1x1 features right before the D head and, normalised
     separately, a batch of fakes looks like a batch of reals to that head.
+
+    ``info_view`` (``train.info_augment``): in the D step Q learns to read the code from
+    ``info_view(fake)``, a randomly rotated, scaled and shifted copy, so Q relies on what survives
+    such changes (the digit's identity), not on slant, size or position. The G step is unchanged:
+    G makes its codes recognisable to that Q. Costs one more trunk pass in the D step.
     """
     n_real = x.shape[0]
     fake = g(z, latents.one_hot(c, g.code_dim))
@@ -103,6 +111,8 @@ def train_step(g: models.Generator, d: models.Discriminator, opt: Optimisers, x:
         d_real = d.head(d.trunk(x)).squeeze(1)
         h_fake = d.trunk(fake.detach())
         d_fake = d.head(h_fake).squeeze(1)
+    if info_view is not None:
+        h_fake = trunk(info_view(fake.detach()))
     q_logits = d.q(h_fake if info_trains_d_trunk else h_fake.detach())
     loss_d = losses.d_loss(d_real, d_fake)
     opt.d.zero_grad(set_to_none=True)
@@ -202,6 +212,10 @@ def fit(cfg: DictConfig, tracker, ckpt_path: Path, resume: Optional[dict] = None
     opt = make_optimisers(g, d, tcfg)
     rng = torch.Generator(device=device).manual_seed(cfg.seed + 1)
     noise = latents.fixed_noise(N_STYLES, mcfg.noise_dim, cfg.seed).to(device)
+    info_view = None
+    if tcfg.info_augment:
+        def info_view(images: torch.Tensor) -> torch.Tensor:
+            return augment.random_affine(images, rng, **INFO_AUGMENT)
 
     if arrays is None:
         arrays, _ = prepare(cfg.data, log=log)
@@ -261,7 +275,7 @@ def fit(cfg: DictConfig, tracker, ckpt_path: Path, resume: Optional[dict] = None
                 x = train_x[perm[it * bsz:(it + 1) * bsz]].float().div_(255.0)
                 z, c = latents.sample(bsz, mcfg.noise_dim, mcfg.code_dim, rng, device)
                 acc.add(train_step(g, d, opt, x, z, c, tcfg.code_weight, tcfg.g_loss,
-                                       tcfg.info_trains_d_trunk, tcfg.real_fake_batch == "joint"))
+                                   tcfg.info_trains_d_trunk, tcfg.real_fake_batch == "joint", info_view))
                 step += 1
                 it += 1
                 interval_images += bsz

@@ -39,9 +39,11 @@ def test_evaluate_logs_metrics_mapping_and_figures_to_the_training_run(smoke_run
     client = MlflowClient()
     run = client.get_run(smoke_run)
     for key in ("eval/gen_accuracy", "eval/q_accuracy", "eval/demo_score_mean", "eval/demo_score_min",
-                "eval/demo_perfect_frac", "eval/fld"):
+                "eval/demo_perfect_frac", "eval/fld", "eval/fld_floor"):
         assert key in run.data.metrics
     assert 0.0 <= run.data.metrics["eval/gen_accuracy"] <= 1.0
+    # two real splits are far closer than a barely trained generator is to real digits
+    assert 0.0 < run.data.metrics["eval/fld_floor"] < run.data.metrics["eval/fld"]
     assert {a.path for a in client.list_artifacts(smoke_run, "eval")} == {
         "eval/mapping.json", "eval/demo.png", "eval/confusion.png"}
     with open(client.download_artifacts(smoke_run, "eval/mapping.json")) as f:

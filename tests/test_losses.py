@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from pipeline import losses, models
+from pipeline import augment, losses, models
 from pipeline.config import load_config
-from pipeline.train import Optimisers, train_step
+from pipeline.train import INFO_AUGMENT, Optimisers, train_step
 
 
 def log_sigmoid(x: float) -> float:
@@ -66,7 +66,7 @@ class Recorder(torch.optim.Optimizer):
                      for group in self.param_groups for p in group["params"]]
 
 
-def run_step(code_weight: float, trains_trunk: bool, arch: str = "paper", joint: bool = False):
+def run_step(code_weight: float, trains_trunk: bool, arch: str = "paper", joint: bool = False, info_view=None):
     cfg = load_config([], ["train.batch_size=8", f"model.arch={arch}"])
     torch.manual_seed(0)
     g, d = models.build(cfg.model)
@@ -74,7 +74,8 @@ def run_step(code_weight: float, trains_trunk: bool, arch: str = "paper", joint:
                      q=Recorder(d.q.parameters()), g=Recorder(g.parameters()))
     torch.manual_seed(1)
     x, z, c = torch.rand(8, 1, 28, 28), torch.randn(8, 54), torch.randint(10, (8,))
-    train_step(g, d, opt, x, z, c, code_weight, "non_saturating", trains_trunk, joint_batch=joint)
+    train_step(g, d, opt, x, z, c, code_weight, "non_saturating", trains_trunk, joint_batch=joint,
+               info_view=info_view)
     n_trunk = len(list(d.trunk.parameters()))
     return {"trunk": opt.d.seen[:n_trunk], "head": opt.d.seen[n_trunk:], "q": opt.q.seen, "g": opt.g.seen,
             "d_after_g_step": [p.grad for p in d.trunk.parameters()]}
@@ -109,3 +110,29 @@ def test_g_step_computes_no_weight_gradients_for_d(arch, joint):
     grads = run_step(1.0, True, arch, joint)
     # D's .grad after the whole step is still what the D step produced: the G step added nothing.
     assert same(grads["d_after_g_step"], grads["trunk"])
+
+
+def test_random_affine_is_the_identity_at_zero_strength_and_moves_pixels_otherwise():
+    x = torch.rand(4, 1, 28, 28)
+    rng = torch.Generator().manual_seed(0)
+    assert torch.allclose(augment.random_affine(x, rng, 0.0, 0.0, 0.0), x, atol=1e-4)
+    moved = augment.random_affine(x, rng, **INFO_AUGMENT)
+    assert moved.shape == x.shape and (moved - x).abs().mean() > 0.05
+
+
+@pytest.mark.parametrize("arch, joint", LAYOUTS)
+def test_info_augment_changes_what_q_learns_from_and_nothing_else(arch, joint):
+    plain = run_step(1.0, True, arch, joint)
+    identity = run_step(1.0, True, arch, joint, info_view=lambda images: images)
+    rng = torch.Generator().manual_seed(2)
+    viewed = run_step(1.0, True, arch, joint,
+                      info_view=lambda images: augment.random_affine(images, rng, **INFO_AUGMENT))
+    # Q learns from the view: an identity view changes nothing, a transformed one does...
+    # (except under spectral norm, whose power iteration advances on every pass of the trunk)
+    if arch != "upsample_sn":
+        assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(identity["q"], plain["q"]))
+        # G's step reads Q on the plain fake
+        assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(viewed["g"], plain["g"]))
+    assert not same(viewed["q"], plain["q"])
+    # ... and the real/fake head never sees the view
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(viewed["head"], plain["head"]))

@@ -1,0 +1,33 @@
+"""Random small affine transforms of image batches (rotation, isotropic scaling, shift).
+
+Differentiable (``grid_sample``), so gradients reach whatever made the images: the reference
+classifier trains on them, and InfoGAN's info term can read the code back from transformed
+fakes (``train.info_augment``).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+def random_affine(x: torch.Tensor, generator: torch.Generator, max_degrees: float, max_scale: float,
+                  max_shift_px: float) -> torch.Tensor:
+    """Each image of ``x`` [B, C, H, W] rotated by up to ``max_degrees``, scaled by up to
+    ``max_scale`` (a fraction) and shifted by up to ``max_shift_px`` pixels, uniformly at random;
+    the random numbers come from ``generator`` (on its own device)."""
+    b, h = x.shape[0], x.shape[-1]
+
+    def uniform(*shape: int) -> torch.Tensor:  # in [-1, 1)
+        return (torch.rand(*shape, generator=generator, device=generator.device) * 2 - 1).to(x.device)
+
+    angle = uniform(b) * math.radians(max_degrees)
+    scale = 1 + uniform(b) * max_scale
+    theta = torch.zeros(b, 2, 3, device=x.device)
+    theta[:, 0, 0] = theta[:, 1, 1] = scale * angle.cos()
+    theta[:, 0, 1] = -scale * angle.sin()
+    theta[:, 1, 0] = scale * angle.sin()
+    theta[:, :, 2] = uniform(b, 2) * (2 * max_shift_px / h)  # grid units: the image spans [-1, 1]
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, align_corners=False)

@@ -355,8 +355,9 @@ def _markdown_table(table: pd.DataFrame) -> str:
 
 def _setup_text(runs: list[RunData]) -> list[str]:
     """The set-up facts, filled from the runs' params."""
-    def values(key: str) -> str:
-        return ", ".join(sorted({_num(r.params.get(key)) for r in runs}))
+    def values(key: str, absent: Optional[str] = None) -> str:
+        """The runs' values of ``key``; ``absent`` stands for runs logged before the key existed."""
+        return ", ".join(sorted({_num(r.params.get(key, absent)) for r in runs}))
 
     g_losses = sorted({r.params.get("train.g_loss") for r in runs})
     return [
@@ -375,7 +376,11 @@ def _setup_text(runs: list[RunData]) -> list[str]:
         "L_I = E[−log Q(c | G(z,c))] (cross-entropy against the sampled code) is added with weight "
         f"λ (here {values('train.code_weight')}) to G's loss and to D/Q's loss; H(c) − L_I is the "
         "variational lower bound on I(c; G(z,c)) that InfoGAN maximises. "
-        f"The info term trains D's trunk too: {values('train.info_trains_d_trunk')}.",
+        f"The info term trains D's trunk too: {values('train.info_trains_d_trunk')}. "
+        "With train.info_augment, Q learns in D's step to read c from a randomly rotated (±15°), "
+        "scaled (±15%) and shifted (±2 px) copy of each generated image, so codes that differ only "
+        "in slant, size or position earn G nothing; otherwise from the images as they are "
+        f"(train.info_augment here: {values('train.info_augment', 'False')}).",
         "",
         "### Latent codes, fixed noise and images",
         f"z ~ N(0, I) with {values('model.noise_dim')} dimensions; c uniform over "

@@ -55,6 +55,8 @@ class TrainConfig:
     lr_g: float = 1e-3
     # Q's head at D's rate, as in openai/InfoGAN where Q is part of D's optimiser.
     lr_q: float = 2e-4
+    # Over the last N epochs every learning rate falls linearly towards 0 (0 = constant rates).
+    lr_decay_epochs: int = 0
     beta1: float = 0.5
     beta2: float = 0.999
     # lambda: weight of the info (mutual-information) term.
@@ -255,6 +257,10 @@ def validate(cfg: DictConfig, sources: Optional[dict] = None) -> None:
         fail("eval.classifier_lr", "must be a positive learning rate")
     at_least("train.code_weight", 0.0)
     at_least("train.threads", 0)
+    at_least("train.lr_decay_epochs", 0)
+    if cfg.train.lr_decay_epochs > cfg.train.epochs:
+        fail("train.lr_decay_epochs", f"is {cfg.train.lr_decay_epochs}, more than train.epochs "
+             f"({cfg.train.epochs})")
     for key in ("train.lr_d", "train.lr_g", "train.lr_q"):
         if not OmegaConf.select(cfg, key) > 0:
             fail(key, "must be a positive learning rate")

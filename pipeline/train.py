@@ -62,6 +62,22 @@ def make_optimisers(g: models.Generator, d: models.Discriminator, tcfg) -> Optim
     )
 
 
+def lr_scale(step: int, steps_per_epoch: int, epochs: int, decay_epochs: int) -> float:
+    """The factor on every base learning rate for the iteration after ``step`` completed ones:
+    1, then over the last ``decay_epochs`` epochs a linear fall that reaches 1/(decay steps) on
+    the last iteration. A function of the step alone, so a resumed run continues the schedule."""
+    if decay_epochs <= 0:
+        return 1.0
+    decay_steps = decay_epochs * steps_per_epoch
+    return min(1.0, (epochs * steps_per_epoch - step) / decay_steps)
+
+
+def set_lr_scale(opt: Optimisers, tcfg, scale: float) -> None:
+    for optimiser, base in ((opt.d, tcfg.lr_d), (opt.q, tcfg.lr_q), (opt.g, tcfg.lr_g)):
+        for group in optimiser.param_groups:
+            group["lr"] = base * scale
+
+
 @contextmanager
 def frozen(module: torch.nn.Module) -> Iterator[None]:
     """No weight gradients for ``module`` (gradients still flow through it to its input)."""
@@ -274,6 +290,8 @@ def fit(cfg: DictConfig, tracker, ckpt_path: Path, resume: Optional[dict] = None
             while it < steps_per_epoch:
                 x = train_x[perm[it * bsz:(it + 1) * bsz]].float().div_(255.0)
                 z, c = latents.sample(bsz, mcfg.noise_dim, mcfg.code_dim, rng, device)
+                if tcfg.lr_decay_epochs:
+                    set_lr_scale(opt, tcfg, lr_scale(step, steps_per_epoch, tcfg.epochs, tcfg.lr_decay_epochs))
                 acc.add(train_step(g, d, opt, x, z, c, tcfg.code_weight, tcfg.g_loss,
                                    tcfg.info_trains_d_trunk, tcfg.real_fake_batch == "joint", info_view))
                 step += 1

@@ -33,6 +33,7 @@ def test_wrong_type_override_names_key_and_override():
     ("train.lr_d=0", "train.lr_d"),
     ("model.code_dim=1", "model.code_dim"),
     ("train.beta1=1.5", "train.beta1"),
+    ("train.lr_decay_epochs=7", "train.lr_decay_epochs"),
 ])
 def test_invalid_values_are_refused(override, key):
     with pytest.raises(ConfigError, match=key):

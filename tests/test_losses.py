@@ -1,4 +1,5 @@
-"""Each loss against hand-computed values, and which parameters each loss trains."""
+"""Each loss against hand-computed values, which parameters each loss trains, Q's augmented view
+and the learning-rate schedule of a step."""
 import copy
 import math
 
@@ -8,7 +9,7 @@ from torch.testing import assert_close
 
 from pipeline import augment, losses, models
 from pipeline.config import load_config
-from pipeline.train import INFO_AUGMENT, Optimisers, train_step
+from pipeline.train import INFO_AUGMENT, Optimisers, lr_scale, make_optimisers, set_lr_scale, train_step
 
 
 def log_sigmoid(x: float) -> float:
@@ -136,3 +137,17 @@ def test_info_augment_changes_what_q_learns_from_and_nothing_else(arch, joint):
     assert not same(viewed["q"], plain["q"])
     # ... and the real/fake head never sees the view
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(viewed["head"], plain["head"]))
+
+
+def test_lr_decay_is_constant_then_linear_to_almost_zero_and_a_function_of_the_step():
+    # 6 epochs of 10 steps, decay over the last 3: constant for steps 0-29, then linear
+    scales = [lr_scale(step, 10, 6, 3) for step in range(60)]
+    assert scales[:31] == [1.0] * 31
+    assert scales[45] == pytest.approx(0.5) and scales[59] == pytest.approx(1 / 30)
+    assert all(a > b for a, b in zip(scales[30:], scales[31:]))
+    assert [lr_scale(step, 10, 6, 0) for step in (0, 59)] == [1.0, 1.0]
+    cfg = load_config([], ["train.lr_d=1e-3", "train.lr_g=2e-3", "train.lr_q=4e-3"])
+    g, d = models.build(cfg.model)
+    opt = make_optimisers(g, d, cfg.train)
+    set_lr_scale(opt, cfg.train, 0.5)
+    assert [o.param_groups[0]["lr"] for o in (opt.d, opt.q, opt.g)] == pytest.approx([5e-4, 2e-3, 1e-3])

@@ -18,9 +18,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline import augment, latents, losses, models  # noqa: E402
+from pipeline import latents, losses, models  # noqa: E402
 from pipeline.config import load_config  # noqa: E402
-from pipeline.train import INFO_AUGMENT, make_optimisers, train_step  # noqa: E402
+from pipeline.train import make_optimisers, q_view, train_step  # noqa: E402
 
 
 def textbook_step(g, d, opt_d, opt_gq, x, z, c, code_weight):
@@ -60,10 +60,7 @@ def make_variant(name: str, arch: str, bsz: int):
         x = x.contiguous(memory_format=torch.channels_last)
     opt = make_optimisers(g, d, cfg.train)
 
-    info_view = None
-    if name == "step+info_augment":
-        def info_view(images):
-            return augment.random_affine(images, rng, **INFO_AUGMENT)
+    info_view = q_view(rng) if name == "step+info_augment" else None
 
     def step():
         z, c = latents.sample(bsz, 54, 10, rng, torch.device("cpu"))

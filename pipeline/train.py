@@ -62,6 +62,11 @@ def make_optimisers(g: models.Generator, d: models.Discriminator, tcfg) -> Optim
     )
 
 
+def q_view(rng: torch.Generator) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The ``info_view`` of ``train_step`` under ``train.info_augment``, drawing from ``rng``."""
+    return lambda images: augment.random_affine(images, rng, **INFO_AUGMENT)
+
+
 def lr_scale(step: int, steps_per_epoch: int, epochs: int, decay_epochs: int) -> float:
     """The factor on every base learning rate for the iteration after ``step`` completed ones:
     1, then over the last ``decay_epochs`` epochs a linear fall that reaches 1/(decay steps) on
@@ -228,10 +233,7 @@ def fit(cfg: DictConfig, tracker, ckpt_path: Path, resume: Optional[dict] = None
     opt = make_optimisers(g, d, tcfg)
     rng = torch.Generator(device=device).manual_seed(cfg.seed + 1)
     noise = latents.fixed_noise(N_STYLES, mcfg.noise_dim, cfg.seed).to(device)
-    info_view = None
-    if tcfg.info_augment:
-        def info_view(images: torch.Tensor) -> torch.Tensor:
-            return augment.random_affine(images, rng, **INFO_AUGMENT)
+    info_view = q_view(rng) if tcfg.info_augment else None
 
     if arrays is None:
         arrays, _ = prepare(cfg.data, log=log)

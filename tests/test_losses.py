@@ -9,7 +9,8 @@ from torch.testing import assert_close
 
 from pipeline import augment, losses, models
 from pipeline.config import load_config
-from pipeline.train import INFO_AUGMENT, Optimisers, lr_scale, make_optimisers, set_lr_scale, train_step
+from pipeline.train import (INFO_AUGMENT, Optimisers, lr_scale, make_optimisers, q_view, set_lr_scale,
+                            train_step)
 
 
 def log_sigmoid(x: float) -> float:
@@ -127,7 +128,7 @@ def test_info_augment_changes_what_q_learns_from_and_nothing_else(arch, joint):
     identity = run_step(1.0, True, arch, joint, info_view=lambda images: images)
     rng = torch.Generator().manual_seed(2)
     viewed = run_step(1.0, True, arch, joint,
-                      info_view=lambda images: augment.random_affine(images, rng, **INFO_AUGMENT))
+                      info_view=q_view(rng))
     # Q learns from the view: an identity view changes nothing, a transformed one does...
     # (except under spectral norm, whose power iteration advances on every pass of the trunk)
     if arch != "upsample_sn":

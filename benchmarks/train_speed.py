@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline import latents, losses, models  # noqa: E402
 from pipeline.config import load_config  # noqa: E402
-from pipeline.train import make_optimisers, q_view, train_step  # noqa: E402
+from pipeline.train import averaged, make_optimisers, q_view, train_step  # noqa: E402
 
 
 def textbook_step(g, d, opt_d, opt_gq, x, z, c, code_weight):
@@ -60,12 +60,15 @@ def make_variant(name: str, arch: str, bsz: int):
         x = x.contiguous(memory_format=torch.channels_last)
     opt = make_optimisers(g, d, cfg.train)
 
-    info_view = q_view(rng) if name == "step+info_augment" else None
+    info_view = q_view(rng) if name.startswith("step+info_augment") else None
+    g_ema = averaged(g, 0.999) if name.endswith("+ema") else None
 
     def step():
         z, c = latents.sample(bsz, 54, 10, rng, torch.device("cpu"))
         train_step(g, d, opt, x, z, c, 1.0, "non_saturating", True, joint_batch=arch == "tconv",
                    info_view=info_view)
+        if g_ema is not None:
+            g_ema.update_parameters(g)
     return step
 
 
@@ -126,7 +129,7 @@ def main() -> None:
     for arch in args.archs.split(","):
         # The paper's network has no 1x1-map convolutions, so it has no literal form to compare.
         names = ["textbook", *(["step+literal"] if arch != "paper" else []), "step", "step+channels_last",
-                 "step+info_augment"]
+                 "step+info_augment", "step+info_augment+ema"]
         steps = {name: make_variant(name, arch, bsz) for name in names}
         rates: dict[str, list[float]] = {name: [] for name in [*names, "loop untracked", "loop + MLflow"]}
         for _ in range(args.rounds):

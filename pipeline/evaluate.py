@@ -129,7 +129,8 @@ def load_run(run_id: str, log: Callable[[str], None] = print) -> TrainedRun:
     state = checkpoint.load(path)
     cfg = from_yaml(state["config"])
     g, d = models.build(cfg.model)
-    g.load_state_dict(state["g"])
+    # G's moving average when the run kept one (train.ema_decay): the generator it evaluated.
+    g.load_state_dict(state["g"] if state.get("g_ema") is None else state["g_ema"])
     d.load_state_dict(state["d"])
     return TrainedRun(run_id, cfg, g.eval(), d.eval(), state["step"])
 

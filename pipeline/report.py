@@ -387,11 +387,16 @@ def _setup_text(runs: list[RunData]) -> list[str]:
         f"{values('model.code_dim')} values, one-hot. The sample grids use 10 noise vectors drawn "
         "once per run from its seed (logged as fixed_noise.npy): row k = code value k, column j = "
         "noise vector j, so a row should be one digit in ten styles. G ends in a sigmoid: pixels in "
-        "[0, 1], 28×28, as the MNIST images scaled by 1/255.",
+        "[0, 1], 28×28, as the MNIST images scaled by 1/255. With train.ema_decay > 0 the grids, the "
+        "evaluations and the logged generator are an exponential moving average of G's weights "
+        "(the live G still trains against D); train.ema_decay here: "
+        f"{values('train.ema_decay', '0')}.",
         "",
         "### Hyper-parameters",
         f"Adam (β₁ {values('train.beta1')}, β₂ {values('train.beta2')}); learning rates D "
-        f"{values('train.lr_d')}, G {values('train.lr_g')}, Q {values('train.lr_q')}; batch "
+        f"{values('train.lr_d')}, G {values('train.lr_g')}, Q {values('train.lr_q')}, falling "
+        f"linearly towards 0 over the last {values('train.lr_decay_fraction', '0')} of the run "
+        "(0: constant); batch "
         f"{values('train.batch_size')}; epochs {values('train.epochs')}; seeds {values('seed')}; "
         f"D's batch norm on real/fake batches: {values('train.real_fake_batch')}.",
     ]

@@ -16,6 +16,7 @@ from typing import Callable, Iterator, Optional
 import numpy as np
 import torch
 from omegaconf import DictConfig
+from torch.optim.swa_utils import AveragedModel
 from tqdm import tqdm
 
 from . import augment, checkpoint, latents, losses, models
@@ -67,20 +68,37 @@ def q_view(rng: torch.Generator) -> Callable[[torch.Tensor], torch.Tensor]:
     return lambda images: augment.random_affine(images, rng, **INFO_AUGMENT)
 
 
-def lr_scale(step: int, steps_per_epoch: int, epochs: int, decay_epochs: int) -> float:
+def lr_scale(step: int, total_steps: int, decay_steps: int) -> float:
     """The factor on every base learning rate for the iteration after ``step`` completed ones:
-    1, then over the last ``decay_epochs`` epochs a linear fall that reaches 1/(decay steps) on
-    the last iteration. A function of the step alone, so a resumed run continues the schedule."""
-    if decay_epochs <= 0:
+    1, then over the last ``decay_steps`` iterations a linear fall that reaches 1/decay_steps on
+    the last one. A function of the step alone, so a resumed run continues the schedule."""
+    if decay_steps <= 0:
         return 1.0
-    decay_steps = decay_epochs * steps_per_epoch
-    return min(1.0, (epochs * steps_per_epoch - step) / decay_steps)
+    return min(1.0, (total_steps - step) / decay_steps)
 
 
 def set_lr_scale(opt: Optimisers, tcfg, scale: float) -> None:
     for optimiser, base in ((opt.d, tcfg.lr_d), (opt.q, tcfg.lr_q), (opt.g, tcfg.lr_g)):
         for group in optimiser.param_groups:
             group["lr"] = base * scale
+
+
+def averaged(net: torch.nn.Module, decay: float) -> AveragedModel:
+    """An exponential moving average of ``net``'s weights and buffers (torch's AveragedModel;
+    call ``update_parameters(net)`` after each step, read ``.module``). After n updates the decay
+    is min(decay, (1 + n) / (10 + n)), so early on the average follows the network closely
+    instead of dragging the random initial weights along."""
+
+    @torch.no_grad()
+    def update(average: list[torch.Tensor], current: list[torch.Tensor], n: torch.Tensor) -> None:
+        if not torch.is_floating_point(average[0]):  # batch norm's step counters
+            for a, c in zip(average, current):
+                a.copy_(c)
+            return
+        weight = 1.0 - torch.clamp((1.0 + n) / (10.0 + n), max=decay)  # stays on the device
+        torch._foreach_lerp_(average, current, weight)
+
+    return AveragedModel(net, multi_avg_fn=update, use_buffers=True)
 
 
 @contextmanager
@@ -234,6 +252,8 @@ def fit(cfg: DictConfig, tracker, ckpt_path: Path, resume: Optional[dict] = None
     rng = torch.Generator(device=device).manual_seed(cfg.seed + 1)
     noise = latents.fixed_noise(N_STYLES, mcfg.noise_dim, cfg.seed).to(device)
     info_view = q_view(rng) if tcfg.info_augment else None
+    g_ema = averaged(g, tcfg.ema_decay) if tcfg.ema_decay else None
+    shown_g = g if g_ema is None else g_ema.module  # the generator evaluated, drawn and returned
 
     if arrays is None:
         arrays, _ = prepare(cfg.data, log=log)
@@ -241,6 +261,8 @@ def fit(cfg: DictConfig, tracker, ckpt_path: Path, resume: Optional[dict] = None
     n = train_x.shape[0]
     bsz = tcfg.batch_size
     steps_per_epoch = n // bsz if tcfg.steps_per_epoch is None else min(tcfg.steps_per_epoch, n // bsz)
+    total_steps = tcfg.epochs * steps_per_epoch
+    decay_steps = round(tcfg.lr_decay_fraction * total_steps)
 
     step, epoch, it, perm = 0, 0, 0, None
     train_seconds = 0.0
@@ -248,6 +270,9 @@ def fit(cfg: DictConfig, tracker, ckpt_path: Path, resume: Optional[dict] = None
     if resume is not None:
         g.load_state_dict(resume["g"])
         d.load_state_dict(resume["d"])
+        if g_ema is not None and resume.get("g_ema") is not None:
+            g_ema.module.load_state_dict(resume["g_ema"])
+            g_ema.n_averaged.fill_(resume["g_ema_updates"])
         opt.load_state_dict(resume["opt"])
         rng.set_state(resume["rng"])
         torch.set_rng_state(resume["torch_rng"])
@@ -264,6 +289,8 @@ def fit(cfg: DictConfig, tracker, ckpt_path: Path, resume: Optional[dict] = None
     def state() -> dict:
         return {
             "g": g.state_dict(), "d": d.state_dict(), "opt": opt.state_dict(),
+            "g_ema": None if g_ema is None else g_ema.module.state_dict(),
+            "g_ema_updates": 0 if g_ema is None else int(g_ema.n_averaged),
             "rng": rng.get_state(), "torch_rng": torch.get_rng_state(),
             "fixed_noise": noise.cpu(), "step": step, "epoch": epoch, "iter": it,
             "perm": None if perm is None else perm.cpu(), "acc": acc.state(), "train_seconds": train_seconds,
@@ -292,10 +319,12 @@ def fit(cfg: DictConfig, tracker, ckpt_path: Path, resume: Optional[dict] = None
             while it < steps_per_epoch:
                 x = train_x[perm[it * bsz:(it + 1) * bsz]].float().div_(255.0)
                 z, c = latents.sample(bsz, mcfg.noise_dim, mcfg.code_dim, rng, device)
-                if tcfg.lr_decay_epochs:
-                    set_lr_scale(opt, tcfg, lr_scale(step, steps_per_epoch, tcfg.epochs, tcfg.lr_decay_epochs))
+                if decay_steps:
+                    set_lr_scale(opt, tcfg, lr_scale(step, total_steps, decay_steps))
                 acc.add(train_step(g, d, opt, x, z, c, tcfg.code_weight, tcfg.g_loss,
                                    tcfg.info_trains_d_trunk, tcfg.real_fake_batch == "joint", info_view))
+                if g_ema is not None:
+                    g_ema.update_parameters(g)
                 step += 1
                 it += 1
                 interval_images += bsz
@@ -324,7 +353,7 @@ def fit(cfg: DictConfig, tracker, ckpt_path: Path, resume: Optional[dict] = None
             _check_finite_params(g, d, step, ckpt_path)
             every = cfg.eval.every_epochs
             if evaluator is not None and every and (epoch % every == 0 or epoch == tcfg.epochs):
-                measured = evaluator(g, d).as_metrics()
+                measured = evaluator(shown_g, d).as_metrics()
                 last.update(measured)
                 tracker.log_metrics({**measured, "perf/train_seconds": train_seconds,
                                      "perf/epoch": float(epoch)}, step=step)
@@ -332,7 +361,7 @@ def fit(cfg: DictConfig, tracker, ckpt_path: Path, resume: Optional[dict] = None
                     f"Q accuracy {measured['eval/q_accuracy']:.3f}, demo min "
                     f"{measured['eval/demo_score_min']:.0f}/10"
                     + (f", FLD {measured['eval/fld']:.1f}" if "eval/fld" in measured else ""))
-            tracker.log_image(grid_array(sample_grid(g, noise), nrow=N_STYLES), key="samples", step=step)
+            tracker.log_image(grid_array(sample_grid(shown_g, noise), nrow=N_STYLES), key="samples", step=step)
             tracker.flush()
             checkpoint.save(ckpt_path, state())
             tracker.log_artifact(ckpt_path, "checkpoints")
@@ -352,7 +381,7 @@ def fit(cfg: DictConfig, tracker, ckpt_path: Path, resume: Optional[dict] = None
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
-    return {"metrics": last, "step": step, "g": g, "d": d, "noise": noise}
+    return {"metrics": last, "step": step, "g": shown_g, "d": d, "noise": noise}
 
 
 def _main_thread() -> bool:

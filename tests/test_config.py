@@ -5,7 +5,7 @@ import yaml
 from omegaconf import OmegaConf
 
 from pipeline import cli
-from pipeline.config import ARCHES, Config, ConfigError, flatten, load_config
+from pipeline.config import ARCHES, Config, ConfigError, flatten, from_yaml, load_config, to_yaml
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -33,7 +33,8 @@ def test_wrong_type_override_names_key_and_override():
     ("train.lr_d=0", "train.lr_d"),
     ("model.code_dim=1", "model.code_dim"),
     ("train.beta1=1.5", "train.beta1"),
-    ("train.lr_decay_epochs=7", "train.lr_decay_epochs"),
+    ("train.lr_decay_fraction=1.5", "train.lr_decay_fraction"),
+    ("train.ema_decay=1.0", "train.ema_decay"),
 ])
 def test_invalid_values_are_refused(override, key):
     with pytest.raises(ConfigError, match=key):
@@ -76,9 +77,18 @@ def test_every_shipped_config_loads(path):
     assert cfg.model.arch in ARCHES
 
 
+def test_stored_config_with_the_old_decay_key_loads_as_a_fraction():
+    stored = to_yaml(load_config([], ["train.epochs=6"])).replace("lr_decay_fraction: 0.5", "lr_decay_epochs: 3")
+    assert "lr_decay_epochs: 3" in stored
+    assert from_yaml(stored).train.lr_decay_fraction == 0.5
+
+
 def test_shipped_configs_say_what_they_promise():
     lab = load_config([str(REPO / "configs" / "lab.yaml")])
     assert (lab.model.arch, lab.train.epochs) == ("tconv", 50)
+    for path in [REPO / "configs" / "lab.yaml", *sorted((REPO / "configs" / "experiments").glob("*.yaml"))]:
+        handout = load_config([str(path)]).train  # the handout's InfoGAN, none of the default's additions
+        assert (handout.info_augment, handout.lr_decay_fraction, handout.ema_decay) == (False, 0.0, 0.0), path
     assert load_config([str(REPO / "configs" / "upsample_sn.yaml")]).model.arch == "upsample_sn"
 
 

@@ -1,5 +1,5 @@
 """Each loss against hand-computed values, which parameters each loss trains, Q's augmented view
-and the learning-rate schedule of a step."""
+the learning-rate schedule of a step and the moving average of G."""
 import copy
 import math
 
@@ -9,8 +9,8 @@ from torch.testing import assert_close
 
 from pipeline import augment, losses, models
 from pipeline.config import load_config
-from pipeline.train import (INFO_AUGMENT, Optimisers, lr_scale, make_optimisers, q_view, set_lr_scale,
-                            train_step)
+from pipeline.train import (INFO_AUGMENT, Optimisers, averaged, lr_scale, make_optimisers, q_view,
+                            set_lr_scale, train_step)
 
 
 def log_sigmoid(x: float) -> float:
@@ -141,14 +141,38 @@ def test_info_augment_changes_what_q_learns_from_and_nothing_else(arch, joint):
 
 
 def test_lr_decay_is_constant_then_linear_to_almost_zero_and_a_function_of_the_step():
-    # 6 epochs of 10 steps, decay over the last 3: constant for steps 0-29, then linear
-    scales = [lr_scale(step, 10, 6, 3) for step in range(60)]
+    # 60 steps, decay over the last 30: constant for steps 0-29, then linear
+    scales = [lr_scale(step, 60, 30) for step in range(60)]
     assert scales[:31] == [1.0] * 31
     assert scales[45] == pytest.approx(0.5) and scales[59] == pytest.approx(1 / 30)
     assert all(a > b for a, b in zip(scales[30:], scales[31:]))
-    assert [lr_scale(step, 10, 6, 0) for step in (0, 59)] == [1.0, 1.0]
+    assert [lr_scale(step, 60, 0) for step in (0, 59)] == [1.0, 1.0]
     cfg = load_config([], ["train.lr_d=1e-3", "train.lr_g=2e-3", "train.lr_q=4e-3"])
     g, d = models.build(cfg.model)
     opt = make_optimisers(g, d, cfg.train)
     set_lr_scale(opt, cfg.train, 0.5)
     assert [o.param_groups[0]["lr"] for o in (opt.d, opt.q, opt.g)] == pytest.approx([5e-4, 2e-3, 1e-3])
+
+
+def test_g_average_follows_the_warm_up_then_the_decay_and_averages_batch_norm_statistics():
+    g = models.build(load_config([], []).model)[0]
+    ema = averaged(g, decay=0.9)
+    for n in range(40):  # weights and running statistics set to n before update n
+        with torch.no_grad():
+            for tensor in [*g.parameters(), *[b for b in g.buffers() if b.is_floating_point()]]:
+                tensor.fill_(float(n))
+        for b in g.buffers():
+            if not b.is_floating_point():
+                b.fill_(n)
+        ema.update_parameters(g)
+    expected = 0.0  # the first update copies; update n >= 1 keeps min(0.9, (1 + n) / (10 + n))
+    for n in range(1, 40):
+        keep = min(0.9, (1 + n) / (10 + n))
+        expected = keep * expected + (1 - keep) * n
+    for name, tensor in [*ema.module.named_parameters(), *ema.module.named_buffers()]:
+        if tensor.is_floating_point():
+            assert_close(tensor, torch.full_like(tensor, expected), msg=name)
+        else:
+            assert int(tensor) == 39, name  # batch norm's step counter is copied, not averaged
+    assert 30 < expected < 39  # neither the last weights nor a plain mean of all of them
+    assert all(p.requires_grad for p in g.parameters())

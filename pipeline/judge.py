@@ -142,12 +142,6 @@ def q_codes(d: Discriminator, x: torch.Tensor, batch_size: int = 1000) -> torch.
     return _in_chunks(d, lambda xb: d(xb)[1].argmax(1), x, batch_size)
 
 
-def q_accuracy(d: Discriminator, tensors: dict, mapping: metrics.CodeMapping) -> float:
-    """Q as a classifier of the real test set, its codes read through ``mapping``."""
-    codes = q_codes(d, tensors["test_x"]).cpu().numpy()
-    return metrics.mapped_accuracy(codes, tensors["test_y"].cpu().numpy(), mapping)
-
-
 def demo_inputs(n_demos: int, noise_dim: int, code_of_digit: dict[int, int], generator: torch.Generator,
                 device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Latents of ``n_demos`` demos, each 10 digits x 10 fresh noise vectors, digit-major:
@@ -177,7 +171,10 @@ def measure(g: Generator, d: Optional[Discriminator], classifier: Classifier, te
     predicted = predict(classifier, images).cpu().numpy()
     mapping = metrics.map_codes(c.numpy(), predicted, code_dim)
 
-    q_acc = float("nan") if d is None else q_accuracy(d, tensors, mapping)
+    q_accuracy = float("nan")
+    if d is not None:
+        codes = q_codes(d, tensors["test_x"]).cpu().numpy()
+        q_accuracy = metrics.mapped_accuracy(codes, tensors["test_y"].cpu().numpy(), mapping)
 
     if code_dim >= 10 and len(set(mapping.digit_of_code[:code_dim].tolist())) >= 10:
         z_demo, c_demo = demo_inputs(n_demos, g.noise_dim, mapping.code_of_digit, generator, device)
@@ -193,4 +190,4 @@ def measure(g: Generator, d: Optional[Discriminator], classifier: Classifier, te
         pick = torch.randperm(images.shape[0], generator=generator)[:fld_samples]
         fld = metrics.frechet_distance(features(classifier, images[pick.to(images.device)]), reference.features)
         floor = reference.floor
-    return Measurement(mapping, mapping.accuracy(), q_acc, scores, fld, floor)
+    return Measurement(mapping, mapping.accuracy(), q_accuracy, scores, fld, floor)

@@ -272,7 +272,7 @@ def fit(cfg: DictConfig, tracker, ckpt_path: Path, resume: Optional[dict] = None
         d.load_state_dict(resume["d"])
         if g_ema is not None and resume.get("g_ema") is not None:
             g_ema.module.load_state_dict(resume["g_ema"])
-            g_ema.n_averaged.fill_(resume["g_ema_updates"])
+            g_ema.n_averaged.fill_(resume["step"])  # one update per step since the first
         opt.load_state_dict(resume["opt"])
         rng.set_state(resume["rng"])
         torch.set_rng_state(resume["torch_rng"])
@@ -290,7 +290,6 @@ def fit(cfg: DictConfig, tracker, ckpt_path: Path, resume: Optional[dict] = None
         return {
             "g": g.state_dict(), "d": d.state_dict(), "opt": opt.state_dict(),
             "g_ema": None if g_ema is None else g_ema.module.state_dict(),
-            "g_ema_updates": 0 if g_ema is None else int(g_ema.n_averaged),
             "rng": rng.get_state(), "torch_rng": torch.get_rng_state(),
             "fixed_noise": noise.cpu(), "step": step, "epoch": epoch, "iter": it,
             "perm": None if perm is None else perm.cpu(), "acc": acc.state(), "train_seconds": train_seconds,

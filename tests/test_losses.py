@@ -1,4 +1,4 @@
-"""Each loss against hand-computed values, which parameters each loss trains, Q's augmented view
+"""Each loss against hand-computed values, which parameters each loss trains, Q's augmented view,
 the learning-rate schedule of a step and the moving average of G."""
 import copy
 import math
@@ -127,8 +127,7 @@ def test_info_augment_changes_what_q_learns_from_and_nothing_else(arch, joint):
     plain = run_step(1.0, True, arch, joint)
     identity = run_step(1.0, True, arch, joint, info_view=lambda images: images)
     rng = torch.Generator().manual_seed(2)
-    viewed = run_step(1.0, True, arch, joint,
-                      info_view=q_view(rng))
+    viewed = run_step(1.0, True, arch, joint, info_view=q_view(rng))
     # Q learns from the view: an identity view changes nothing, a transformed one does...
     # (except under spectral norm, whose power iteration advances on every pass of the trunk)
     if arch != "upsample_sn":

@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train InfoGAN; every step tracked in MLflow",
                        description="Train InfoGAN on MNIST. Without -c the default config runs "
-                       "(the paper network, 6 epochs: about 14 minutes on a 2-core CPU).",
+                       "(the paper network, 8 epochs: about 19 minutes on a 2-core CPU).",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     _config_args(p)
     p.add_argument("--resume", metavar="RUN_ID",

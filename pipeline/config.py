@@ -49,7 +49,7 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: int = 6
+    epochs: int = 8
     batch_size: int = 128
     lr_d: float = 2e-4
     lr_g: float = 1e-3

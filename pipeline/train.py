@@ -282,6 +282,14 @@ def fit(cfg: DictConfig, tracker, ckpt_path: Path, resume: Optional[dict] = None
         perm = None if resume["perm"] is None else resume["perm"].to(device)
         acc.load(resume["acc"], device)
         log(f"resuming at epoch {epoch + 1}, iteration {it}, step {step}")
+        trained_for = from_yaml(resume["config"]).train.epochs
+        if trained_for != tcfg.epochs and tcfg.lr_decay_fraction:
+            planned = trained_for * steps_per_epoch
+            before = lr_scale(step, planned, round(tcfg.lr_decay_fraction * planned))
+            after = lr_scale(step, total_steps, decay_steps)
+            log(f"train.epochs is now {tcfg.epochs} (was {trained_for}): the learning-rate decay spans the "
+                f"last {tcfg.lr_decay_fraction:g} of the new length, so the rates go on at {after:.3g}x "
+                f"their base values instead of {before:.3g}x")
     # Steps already in the store (logged after the checkpoint, before a crash) are recomputed
     # identically but not logged twice.
     logged_through = tracker.last_step("loss/d")

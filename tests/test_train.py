@@ -190,3 +190,14 @@ def test_mlflow_run_entry_points(home, smoke_overrides, entry):
         assert (home / "reports" / "smoke" / "report.pdf").is_file()
         evaluated = [r for r in runs if r.data.tags.get("infogan.stage") == "evaluate"]
         assert [r.data.tags["infogan.evaluated_run_id"] for r in evaluated] == [trained[0].info.run_id]
+
+
+def test_resume_with_more_epochs_says_where_the_learning_rates_go_on(home, smoke_overrides):
+    cfg = load_config([SMOKE], smoke_overrides)  # 2 epochs of 8 steps; the decay spans the last 8
+    run_id = train.run(cfg, log=lambda m: None)
+    said: list[str] = []
+    train.run(cfg, resume=run_id, epochs=4, log=said.append)
+    assert any("train.epochs is now 4 (was 2)" in m and "at 1x their base values instead of 0x" in m
+               for m in said), said
+    ckpt = checkpoint.load(train.checkpoint_path(cfg, run_id))
+    assert ckpt["step"] == 32

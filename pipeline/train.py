@@ -77,6 +77,11 @@ def lr_scale(step: int, total_steps: int, decay_steps: int) -> float:
     return min(1.0, (total_steps - step) / decay_steps)
 
 
+def decay_steps_of(tcfg, total_steps: int) -> int:
+    """How many of ``total_steps`` iterations the learning-rate decay spans."""
+    return round(tcfg.lr_decay_fraction * total_steps)
+
+
 def set_lr_scale(opt: Optimisers, tcfg, scale: float) -> None:
     for optimiser, base in ((opt.d, tcfg.lr_d), (opt.q, tcfg.lr_q), (opt.g, tcfg.lr_g)):
         for group in optimiser.param_groups:
@@ -262,7 +267,7 @@ def fit(cfg: DictConfig, tracker, ckpt_path: Path, resume: Optional[dict] = None
     bsz = tcfg.batch_size
     steps_per_epoch = n // bsz if tcfg.steps_per_epoch is None else min(tcfg.steps_per_epoch, n // bsz)
     total_steps = tcfg.epochs * steps_per_epoch
-    decay_steps = round(tcfg.lr_decay_fraction * total_steps)
+    decay_steps = decay_steps_of(tcfg, total_steps)
 
     step, epoch, it, perm = 0, 0, 0, None
     train_seconds = 0.0
@@ -285,7 +290,7 @@ def fit(cfg: DictConfig, tracker, ckpt_path: Path, resume: Optional[dict] = None
         trained_for = from_yaml(resume["config"]).train.epochs
         if trained_for != tcfg.epochs and tcfg.lr_decay_fraction:
             planned = trained_for * steps_per_epoch
-            before = lr_scale(step, planned, round(tcfg.lr_decay_fraction * planned))
+            before = lr_scale(step, planned, decay_steps_of(tcfg, planned))
             after = lr_scale(step, total_steps, decay_steps)
             log(f"train.epochs is now {tcfg.epochs} (was {trained_for}): the learning-rate decay spans the "
                 f"last {tcfg.lr_decay_fraction:g} of the new length, so the rates go on at {after:.3g}x "

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import math
 import os
 import subprocess
@@ -361,13 +362,27 @@ class StudyLock:
 
 # --- the study ---------------------------------------------------------------------------------
 
+class _NoInterruptTraceback(logging.Filter):
+    """Optuna logs a trial stopped by Ctrl-C or SIGTERM as a failure with its traceback, then
+    again as "failed with value None"; the sweep says itself that the trial was interrupted and
+    how to go on. Other failures keep their traceback (the second line only repeats it)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and issubclass(record.exc_info[0], (KeyboardInterrupt, InterruptedError)):
+            return False
+        return not record.getMessage().endswith("failed with value None.")
+
+
 def _quiet_experimental():
     """Heartbeats and the retry callback are 'experimental' in Optuna; its per-trial INFO lines
-    repeat what the sweep prints itself."""
+    repeat what the sweep prints itself, and so do its tracebacks of interrupted trials."""
     import optuna
 
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    for handler in logging.getLogger("optuna").handlers:
+        if not any(isinstance(f, _NoInterruptTraceback) for f in handler.filters):
+            handler.addFilter(_NoInterruptTraceback())
 
 
 def open_study(spec: SweepSpec, url: str):
@@ -415,7 +430,8 @@ def prepare_study(spec: SweepSpec, url: str, log: Callable[[str], None] = print)
 def _summary(study) -> str:
     from collections import Counter
 
-    counts = Counter(t.state.name.lower() for t in study.get_trials(deepcopy=False))
+    counts = Counter("interrupted" if t.user_attrs.get("interrupted") else t.state.name.lower()
+                     for t in study.get_trials(deepcopy=False))
     return ", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "no trials yet"
 
 
@@ -569,9 +585,11 @@ class _Objective:
             import optuna
 
             raise optuna.TrialPruned(str(e)) from None
-        except (KeyboardInterrupt, InterruptedError):
+        except (KeyboardInterrupt, InterruptedError) as e:
             trial.set_user_attr("interrupted", True)
             end("FAIL")
+            self.log(f"[{self.worker}] trial {trial.number} interrupted ({str(e) or 'Ctrl-C'})"
+                     + (f"; run {run_id} keeps its checkpoint" if run_id is not None else ""))
             raise
         except BaseException:
             self.failed = True
@@ -651,6 +669,9 @@ def run(path: str | Path, storage: Optional[str] = None, workers: int = 1,
     finally:
         best = summarise(study, spec, parent, log)
         tracking.end_run(parent, status)
+        if status == "KILLED":
+            log(f"sweep '{spec.study_name}' interrupted. Run the same command again to go on: "
+                f"interrupted trials are retried from their checkpoints")
     if export_best is not None:
         write_best(spec, best, export_best, log)
     return best
@@ -709,6 +730,9 @@ def summarise(study, spec: SweepSpec, parent: str, log: Callable[[str], None] = 
             + ", ".join(f"{k}={_fmt(v)}" for k, v in best.params.items()))
     figures = {"history": oplt.plot_optimization_history, "importances": oplt.plot_param_importances,
                "parallel_coordinates": oplt.plot_parallel_coordinate, "slice": oplt.plot_slice}
+    if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        figures = {}  # each would only warn that there is nothing to plot
+        log("no complete trial yet, so no Optuna figures")
     for name, plot in figures.items():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -720,8 +744,8 @@ def summarise(study, spec: SweepSpec, parent: str, log: Callable[[str], None] = 
         figure = np.atleast_1d(axes).flat[0].figure
         tracker.log_figure(figure, f"optuna/{name}.png", save_kwargs={"bbox_inches": "tight", "dpi": 110})
         plt.close(figure)
-    log(f"sweep '{spec.study_name}': {_summary(study)}; trials table, best params and figures "
-        f"logged to parent run {parent}")
+    logged = "trials table, best params and figures" if best is not None else "trials table"
+    log(f"sweep '{spec.study_name}': {_summary(study)}; {logged} logged to parent run {parent}")
     return best
 
 

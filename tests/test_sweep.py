@@ -222,6 +222,42 @@ def test_killed_sweep_resumes_the_trial_from_its_checkpoint(home, mnist_cache):
     assert len(kids) == 2 and all(r.info.status == "FINISHED" for r in kids)
 
 
+def test_sigterm_stops_the_sweep_with_a_resume_hint_and_no_traceback(home, mnist_cache):
+    from optuna.trial import TrialState
+
+    from pipeline import sweep
+
+    path = sweep_file(home, mnist_cache, n_trials=1, epochs=3, pruner={"type": "none"},
+                      overrides=["train.steps_per_epoch=48", "train.log_every=8"])
+    cmd = [sys.executable, "-m", "pipeline", "sweep", str(path)]
+    proc = subprocess.Popen(cmd, env=subprocess_env(home), cwd=home, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+        try:
+            trials = load_study(home).trials
+        except Exception:  # the study is not created yet
+            continue
+        if trials and trials[0].state == TrialState.RUNNING and trials[0].intermediate_values:
+            proc.send_signal(signal.SIGTERM)
+            break
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 143, out
+    assert "Traceback" not in out and "failed with value None" not in out, out
+    assert "trial 0 interrupted (terminated by SIGTERM); run " in out, out
+    assert "Run the same command again to go on" in out, out
+    (stopped,) = load_study(home).trials
+    assert stopped.state == TrialState.FAIL and stopped.user_attrs["interrupted"]
+
+    sweep.run(path, log=lambda m: None)  # the same command again: the trial goes on and completes
+
+    trials = load_study(home).trials
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]
+    assert trials[1].user_attrs["mlflow_run_id"] == stopped.user_attrs["mlflow_run_id"]
+    assert _metric_steps(stopped.user_attrs["mlflow_run_id"], "eval/gen_accuracy") == [48, 96, 144]
+
+
 @pytest.mark.slow
 def test_two_workers_share_one_study_and_run_exactly_n_trials(home, mnist_cache):
     from optuna.trial import TrialState

@@ -81,8 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Run the Optuna study a sweep file defines (see sweeps/). Each "
                        "trial trains a child run of one parent run and is reported to the pruner "
                        "after every epoch's evaluation. Re-running the same command resumes the "
-                       "study; trials of a crashed worker are retried from their checkpoints. At "
-                       "the end the parent run gets trials.csv, best_params.json and Optuna's figures.",
+                       "study; trials that were stopped (Ctrl-C, SIGTERM) or whose worker crashed "
+                       "are retried from their checkpoints. At the end the parent run gets "
+                       "trials.csv, best_params.json and Optuna's figures.",
                        epilog=EPILOG + "Many machines: start the same command on each with one "
                        "--storage postgresql+psycopg2://USER:PASS@HOST/DB and MLFLOW_TRACKING_URI "
                        "pointing at one MLflow server.\n",

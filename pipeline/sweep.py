@@ -423,21 +423,24 @@ def prepare_study(spec: SweepSpec, url: str, log: Callable[[str], None] = print)
         else:
             MlflowClient().update_run(parent, status="RUNNING")
             log(f"resuming study '{spec.study_name}' ({_summary(study)}); parent run {parent}")
-        _requeue_interrupted(study, spec)
+        _requeue_interrupted(study)
     return study, parent
 
 
 def _summary(study) -> str:
     from collections import Counter
 
-    counts = Counter("interrupted" if t.user_attrs.get("interrupted") else t.state.name.lower()
-                     for t in study.get_trials(deepcopy=False))
+    from optuna.trial import TrialState
+
+    counts = Counter("interrupted" if t.state == TrialState.FAIL and t.user_attrs.get("interrupted")
+                     else t.state.name.lower() for t in study.get_trials(deepcopy=False))
     return ", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "no trials yet"
 
 
-def _requeue_interrupted(study, spec: SweepSpec) -> None:
+def _requeue_interrupted(study) -> None:
     """Trials stopped by Ctrl-C/SIGTERM end FAIL (their runs KILLED, checkpoint saved); queue each
-    once more, as the heartbeat callback does for a crashed worker's trial."""
+    once more, as the heartbeat callback does for a crashed worker's trial. A stop asked for is
+    not a failure, so heartbeat.max_retry does not limit how often a trial may be stopped."""
     from optuna.storages import RetryHeartbeatStaleTrialCallback as Retry
     from optuna.trial import TrialState
 
@@ -445,7 +448,7 @@ def _requeue_interrupted(study, spec: SweepSpec) -> None:
     retried = {n for t in trials for n in Retry.retry_history(t)}
     for t in trials:
         if t.state == TrialState.FAIL and t.user_attrs.get("interrupted") and t.number not in retried:
-            Retry(max_retry=spec.heartbeat.max_retry, inherit_intermediate_values=True)(study, t)
+            Retry(max_retry=None, inherit_intermediate_values=True)(study, t)
 
 
 def best_trial(study, objective: ObjectiveSpec):
@@ -537,6 +540,8 @@ class _Objective:
         from . import tracking, train
 
         self.lock.release()  # the trial exists (RUNNING): other workers may count it now
+        if trial.user_attrs.get("interrupted"):  # inherited from the interrupted trial it retries
+            trial.set_user_attr("interrupted", False)
         spec = self.spec
         params = {key: _suggest(trial, key, p) for key, p in spec.space.items()}
         extra = [f"tracking.experiment={experiment_of(spec)}",

@@ -258,6 +258,28 @@ def test_sigterm_stops_the_sweep_with_a_resume_hint_and_no_traceback(home, mnist
     assert _metric_steps(stopped.user_attrs["mlflow_run_id"], "eval/gen_accuracy") == [48, 96, 144]
 
 
+def test_a_trial_stopped_again_and_again_is_queued_again_each_time():
+    import optuna
+    from optuna.distributions import FloatDistribution
+    from optuna.trial import TrialState
+
+    from pipeline import sweep
+
+    sweep._quiet_experimental()
+    study = optuna.create_study()
+    trial = study.ask({"train.lr_g": FloatDistribution(1e-4, 1e-2, log=True)})
+    params = trial.params
+    for _ in range(4):  # more stops than heartbeat.max_retry (2) allows crashes
+        trial.set_user_attr("interrupted", True)
+        study.tell(trial, state=TrialState.FAIL)
+        sweep._requeue_interrupted(study)
+        sweep._requeue_interrupted(study)  # a second look queues nothing more
+        (waiting,) = study.get_trials(states=(TrialState.WAITING,))
+        assert waiting.params == params
+        trial = study.ask()
+    assert sweep._summary(study) == "4 interrupted, 1 running"
+
+
 @pytest.mark.slow
 def test_two_workers_share_one_study_and_run_exactly_n_trials(home, mnist_cache):
     from optuna.trial import TrialState

@@ -19,7 +19,7 @@ import torch
 from omegaconf import DictConfig
 
 from . import checkpoint, judge, latents, metrics, models, tracking
-from .config import UsageError, from_yaml
+from .config import UsageError, from_yaml, load_config
 from .data import as_tensors, prepare
 from .images import grid_array
 
@@ -120,9 +120,15 @@ def load_run(run_id: str, log: Callable[[str], None] = print) -> TrainedRun:
     from . import train
 
     tracking.configure()
-    tracking.get_training_run(run_id)
+    run = tracking.get_training_run(run_id)
+    # Only the checkpoint folder is needed from the run's config (the checkpoint holds the whole
+    # config); when config.yaml is gone from its artifacts, the logged param says the same.
     stored = tracking.read_text(run_id, "config.yaml")
-    cfg = from_yaml(stored)
+    if stored is not None:
+        cfg = from_yaml(stored)
+    else:
+        folder = run.data.params.get("tracking.checkpoint_dir", "checkpoints")
+        cfg = load_config([], [f"tracking.checkpoint_dir={folder}"])
     path = train.find_checkpoint(cfg, run_id)
     if path is None:
         raise UsageError(f"run {run_id} has no checkpoint (local or logged); it never finished an epoch")

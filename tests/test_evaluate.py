@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
+from urllib.parse import urlparse
+from urllib.request import url2pathname
 
 import numpy as np
 import pytest
@@ -74,6 +77,14 @@ def test_generate_outputs_are_reproducible(smoke_run, tmp_path):
     assert 0.0 <= outputs[0].min() and outputs[0].max() <= 1.0
     np.testing.assert_array_equal(outputs[0], outputs[1])
     assert not np.array_equal(outputs[0], outputs[2])
+
+    # config.yaml deleted from the run's artifacts: the run still loads (its checkpoint holds the config)
+    artifacts = Path(url2pathname(urlparse(MlflowClient().get_run(smoke_run).info.artifact_uri).path))
+    (artifacts / "config.yaml").unlink()
+    again = tmp_path / "d.npz"
+    assert cli.main(["generate", "--run-id", smoke_run, "--raw", "--styles", "5", "--seed", "3",
+                     "--out", str(again)]) == 0
+    np.testing.assert_array_equal(np.load(again)["images"], outputs[0])
 
 
 def test_generate_refuses_unknown_runs_and_bad_outputs(home, capsys):

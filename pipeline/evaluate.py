@@ -127,8 +127,8 @@ def load_run(run_id: str, log: Callable[[str], None] = print) -> TrainedRun:
     if stored is not None:
         cfg = from_yaml(stored)
     else:
-        folder = run.data.params.get("tracking.checkpoint_dir", "checkpoints")
-        cfg = load_config([], [f"tracking.checkpoint_dir={folder}"])
+        folder = run.data.params.get("tracking.checkpoint_dir")
+        cfg = load_config([], [f"tracking.checkpoint_dir={folder}"] if folder else [])
     path = train.find_checkpoint(cfg, run_id)
     if path is None:
         raise UsageError(f"run {run_id} has no checkpoint (local or logged); it never finished an epoch")

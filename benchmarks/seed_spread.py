@@ -44,14 +44,18 @@ class Recorder(tracking.NullTracker):
             print(json.dumps({"tag": self.tag, "step": step, **metrics}), flush=True)
 
 
+def load_classifier(path: str, device: torch.device) -> models.Classifier:
+    classifier = models.Classifier().to(device)
+    classifier.load_state_dict(torch.load(path, map_location=device))
+    return classifier.eval()
+
+
 def worker(tag: str, files: list[str], overrides: list[str], classifier_path: str) -> None:
     cfg = load_config(files, overrides)
     arrays, _ = prepare(cfg.data, log=lambda s: None)
     device = train.pick_device(cfg.train.device)
     tensors = as_tensors(arrays, device)
-    classifier = models.Classifier().to(device)
-    classifier.load_state_dict(torch.load(classifier_path, map_location=device))
-    evaluator = evaluate.Evaluator(cfg, classifier.eval(), tensors)
+    evaluator = evaluate.Evaluator(cfg, load_classifier(classifier_path, device), tensors)
     with tempfile.TemporaryDirectory() as tmp:
         result = train.fit(cfg, Recorder(tag), Path(tmp) / "last.pt", arrays=arrays,
                            evaluator=evaluator, log=lambda s: None)
@@ -100,9 +104,7 @@ def main() -> None:
     tmp = tempfile.TemporaryDirectory()
     if args.classifier:
         classifier_path = args.classifier
-        classifier = models.Classifier().to(tensors["test_x"].device)
-        classifier.load_state_dict(torch.load(classifier_path, map_location=tensors["test_x"].device))
-        accuracy = judge.test_accuracy(classifier.eval(), tensors)
+        accuracy = judge.test_accuracy(load_classifier(classifier_path, tensors["test_x"].device), tensors)
     else:
         tracking.configure()
         classifier, _, accuracy = evaluate.get_classifier(cfg, tensors, info.sha256)

@@ -121,14 +121,10 @@ def load_run(run_id: str, log: Callable[[str], None] = print) -> TrainedRun:
 
     tracking.configure()
     run = tracking.get_training_run(run_id)
-    # Only the checkpoint folder is needed from the run's config (the checkpoint holds the whole
-    # config); when config.yaml is gone from its artifacts, the logged param says the same.
-    stored = tracking.read_text(run_id, "config.yaml")
-    if stored is not None:
-        cfg = from_yaml(stored)
-    else:
-        folder = run.data.params.get("tracking.checkpoint_dir")
-        cfg = load_config([], [f"tracking.checkpoint_dir={folder}"] if folder else [])
+    # Only the checkpoint folder is needed before the checkpoint (which holds the whole config):
+    # the run's logged param, so no artifact (config.yaml may be gone) is downloaded for it.
+    folder = run.data.params.get("tracking.checkpoint_dir")
+    cfg = load_config([], [f"tracking.checkpoint_dir={folder}"] if folder else [])
     path = train.find_checkpoint(cfg, run_id)
     if path is None:
         raise UsageError(f"run {run_id} has no checkpoint (local or logged); it never finished an epoch")

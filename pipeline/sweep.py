@@ -427,13 +427,18 @@ def prepare_study(spec: SweepSpec, url: str, log: Callable[[str], None] = print)
     return study, parent
 
 
+def _interrupted(trial) -> bool:
+    """Stopped by Ctrl-C/SIGTERM (not a crash or an error): the trial failed with the mark set."""
+    from optuna.trial import TrialState
+
+    return trial.state == TrialState.FAIL and bool(trial.user_attrs.get("interrupted"))
+
+
 def _summary(study) -> str:
     from collections import Counter
 
-    from optuna.trial import TrialState
-
-    counts = Counter("interrupted" if t.state == TrialState.FAIL and t.user_attrs.get("interrupted")
-                     else t.state.name.lower() for t in study.get_trials(deepcopy=False))
+    counts = Counter("interrupted" if _interrupted(t) else t.state.name.lower()
+                     for t in study.get_trials(deepcopy=False))
     return ", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "no trials yet"
 
 
@@ -442,12 +447,11 @@ def _requeue_interrupted(study) -> None:
     once more, as the heartbeat callback does for a crashed worker's trial. A stop asked for is
     not a failure, so heartbeat.max_retry does not limit how often a trial may be stopped."""
     from optuna.storages import RetryHeartbeatStaleTrialCallback as Retry
-    from optuna.trial import TrialState
 
     trials = study.get_trials(deepcopy=False)
     retried = {n for t in trials for n in Retry.retry_history(t)}
     for t in trials:
-        if t.state == TrialState.FAIL and t.user_attrs.get("interrupted") and t.number not in retried:
+        if _interrupted(t) and t.number not in retried:
             Retry(max_retry=None, inherit_intermediate_values=True)(study, t)
 
 

@@ -12,6 +12,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 import pytest
 import yaml
@@ -180,20 +181,13 @@ def _metric_steps(run_id: str, key: str) -> list[int]:
     return [m.step for m in MlflowClient().get_metric_history(run_id, key)]
 
 
-@pytest.mark.slow
-def test_killed_sweep_resumes_the_trial_from_its_checkpoint(home, mnist_cache):
+def _after_first_epoch(home: Path, proc: subprocess.Popen, act: Callable[[], None], timeout_s: float = 180):
+    """Wait until the sweep ``proc`` has trial 0 running with an epoch reported (trials of 3 epochs
+    of 48 steps are long enough to be caught between two), then ``act()``; returns that trial as
+    it was then, or None when the sweep ended or the time ran out first."""
     from optuna.trial import TrialState
 
-    from pipeline import sweep
-
-    # Trials long enough (3 epochs of 48 steps) to be killed between two epochs.
-    path = sweep_file(home, mnist_cache, n_trials=2, epochs=3, pruner={"type": "none"},
-                      overrides=["train.steps_per_epoch=48", "train.log_every=8"])
-    cmd = [sys.executable, "-m", "pipeline", "sweep", str(path)]
-    proc = subprocess.Popen(cmd, env=subprocess_env(home), cwd=home, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, start_new_session=True)
-    deadline = time.monotonic() + 180
-    killed_run = None
+    deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.2)
         try:
@@ -201,11 +195,26 @@ def test_killed_sweep_resumes_the_trial_from_its_checkpoint(home, mnist_cache):
         except Exception:  # the study is not created yet
             continue
         if trials and trials[0].state == TrialState.RUNNING and trials[0].intermediate_values:
-            os.killpg(proc.pid, signal.SIGKILL)  # a crash: no handler runs, the trial stays RUNNING
-            killed_run = trials[0].user_attrs["mlflow_run_id"]
-            break
+            act()
+            return trials[0]
+    return None
+
+
+@pytest.mark.slow
+def test_killed_sweep_resumes_the_trial_from_its_checkpoint(home, mnist_cache):
+    from optuna.trial import TrialState
+
+    from pipeline import sweep
+
+    path = sweep_file(home, mnist_cache, n_trials=2, epochs=3, pruner={"type": "none"},
+                      overrides=["train.steps_per_epoch=48", "train.log_every=8"])
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline", "sweep", str(path)], env=subprocess_env(home),
+                            cwd=home, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    # a crash: no handler runs, the trial stays RUNNING
+    caught = _after_first_epoch(home, proc, lambda: os.killpg(proc.pid, signal.SIGKILL))
     proc.wait()
-    assert killed_run is not None, f"trial 0 was never caught between epochs: {proc.stderr.read().decode()[-2000:]}"
+    assert caught is not None, f"trial 0 was never caught between epochs: {proc.stderr.read().decode()[-2000:]}"
+    killed_run = caught.user_attrs["mlflow_run_id"]
 
     sweep.run(path, log=lambda m: None)  # the same command again
 
@@ -229,19 +238,9 @@ def test_sigterm_stops_the_sweep_with_a_resume_hint_and_no_traceback(home, mnist
 
     path = sweep_file(home, mnist_cache, n_trials=1, epochs=3, pruner={"type": "none"},
                       overrides=["train.steps_per_epoch=48", "train.log_every=8"])
-    cmd = [sys.executable, "-m", "pipeline", "sweep", str(path)]
-    proc = subprocess.Popen(cmd, env=subprocess_env(home), cwd=home, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.2)
-        try:
-            trials = load_study(home).trials
-        except Exception:  # the study is not created yet
-            continue
-        if trials and trials[0].state == TrialState.RUNNING and trials[0].intermediate_values:
-            proc.send_signal(signal.SIGTERM)
-            break
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline", "sweep", str(path)], env=subprocess_env(home),
+                            cwd=home, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    _after_first_epoch(home, proc, lambda: proc.send_signal(signal.SIGTERM))
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 143, out
     assert "Traceback" not in out and "failed with value None" not in out, out

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import spectral_norm
 
 G_SLOPE = 0.01  # LeakyReLU slopes of the lab handout
@@ -88,7 +89,7 @@ class Discriminator(nn.Module):
 
     def __init__(self, code_dim: int, arch: str, q_hidden: int = 128, literal: bool = False):
         super().__init__()
-        self.arch = arch
+        self.code_dim, self.arch, self.q_hidden = code_dim, arch, q_hidden
         if arch == "paper":
             self.trunk = nn.Sequential(
                 nn.Conv2d(1, 64, 4, stride=2, padding=1), _d_act(),  # 28 -> 14
@@ -131,16 +132,44 @@ class Discriminator(nn.Module):
 
 
 def init_weights(module: nn.Module) -> None:
-    """DCGAN initialisation: N(0, 0.02) weights, batch-norm scales N(1, 0.02)."""
-    for m in module.modules():
+    """DCGAN initialisation: N(0, 0.02) weights, batch-norm scales N(1, 0.02).
+
+    A spectrally normalised layer is normalised again after its weights are drawn: its power
+    iteration's vectors were estimated for the constructor's weights, and against the new ones
+    they would make the first forward passes divide by a far too small norm."""
+    for m in list(module.modules()):
         if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
-            weight = m.parametrizations.weight.original if hasattr(m, "parametrizations") else m.weight
-            nn.init.normal_(weight, 0.0, 0.02)
+            normalised = parametrize.is_parametrized(m, "weight")
+            if normalised:
+                parametrize.remove_parametrizations(m, "weight", leave_parametrized=False)
+            nn.init.normal_(m.weight, 0.0, 0.02)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
+            if normalised:
+                spectral_norm(m)
         elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
             nn.init.normal_(m.weight, 1.0, 0.02)
             nn.init.zeros_(m.bias)
+
+
+def exportable(module: nn.Module) -> nn.Module:
+    """``module`` in eval mode as a module that pickles (``mlflow.pytorch.log_model``) and
+    computes the same function. Torch refuses to pickle parametrized modules, so a discriminator
+    with spectral norm is rebuilt with the weights its parametrizations give now as plain
+    tensors. (Built afresh from the state dict: removing parametrizations from a deep copy would
+    strip them from the original too, whose dynamically made class the copy shares.)"""
+    if not any(parametrize.is_parametrized(m) for m in module.modules()):
+        return module.eval()
+    if not isinstance(module, Discriminator):
+        raise TypeError(f"no plain form of a parametrized {type(module).__name__}")
+    plain = Discriminator(module.code_dim, module.arch, module.q_hidden)
+    plain.load_state_dict(module.state_dict())
+    plain.eval()
+    for m in list(plain.modules()):
+        if parametrize.is_parametrized(m):
+            for name in list(m.parametrizations):
+                parametrize.remove_parametrizations(m, name, leave_parametrized=True)
+    return plain
 
 
 def build(model_cfg, literal: bool = False) -> tuple[Generator, Discriminator]:

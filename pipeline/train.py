@@ -522,8 +522,8 @@ def run(cfg: DictConfig, resume: Optional[str] = None, epochs: Optional[int] = N
             final = grid_array(sample_grid(result["g"], result["noise"]), nrow=N_STYLES)
             _log_png(tracker, final, "samples/final.png")
             if cfg.tracking.log_model:
-                tracker.log_model(result["g"].cpu().eval(), "generator")
-                tracker.log_model(result["d"].cpu().eval(), "discriminator")
+                tracker.log_model(models.exportable(result["g"].cpu()), "generator")
+                tracker.log_model(models.exportable(result["d"].cpu()), "discriminator")
             tracker.set_tags({"infogan.stop_reason": "finished"})
             tracker.flush()
         finally:

@@ -79,3 +79,28 @@ def test_linear_form_computes_the_same_function_as_the_handouts_convolutions(arc
     assert_close(images, g_lit(z, c), atol=1e-5, rtol=1e-4)
     for a, b in zip(d(images), d_lit(images)):
         assert_close(a, b, atol=1e-4, rtol=1e-4)
+
+
+def test_spectral_norm_starts_from_the_initialised_weights():
+    """Each spectrally normalised layer's largest singular value is 1 from the first forward
+    pass (its power iteration is set up after the weights are drawn, not before)."""
+    _, d = models.build(load_config([], ["model.arch=upsample_sn"]).model)
+    d.eval()
+    layers = [m for m in d.modules() if hasattr(m, "parametrizations")]
+    for layer in layers:
+        matrix = layer.weight.flatten(1)
+        assert_close(torch.linalg.matrix_norm(matrix, 2).item(), 1.0, atol=0.05, rtol=0)
+
+
+@pytest.mark.parametrize("arch", ["paper", "tconv", "upsample_sn"])
+def test_exportable_computes_the_same_function_and_pickles(arch):
+    import pickle
+
+    _, d = models.build(load_config([], [f"model.arch={arch}"]).model)
+    x = torch.rand(8, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    d.train()
+    d(x)  # one training pass moves spectral norm's power iteration and batch norm's statistics
+    plain = pickle.loads(pickle.dumps(models.exportable(d)))
+    for exported, original in zip(plain(x), d.eval()(x)):
+        assert_close(exported, original)
+    assert not any(hasattr(m, "parametrizations") for m in plain.modules())

@@ -34,14 +34,25 @@ from pipeline.data import as_tensors, prepare  # noqa: E402
 
 
 class Recorder(tracking.NullTracker):
-    """A tracker that prints each evaluation as one JSON line and logs nothing else."""
+    """A tracker that writes each evaluation as one JSON line (printed, and appended to ``out``
+    as it happens) plus a short progress line on stderr, and logs nothing else."""
 
-    def __init__(self, tag: str):
-        self.tag = tag
+    def __init__(self, tag: str, out: str):
+        self.tag, self.out = tag, out
 
     def log_metrics(self, metrics: dict, step: int) -> None:
         if "eval/gen_accuracy" in metrics:
-            print(json.dumps({"tag": self.tag, "step": step, **metrics}), flush=True)
+            record(self.out, {"tag": self.tag, "step": step, **metrics})
+
+
+def record(out: str, values: dict) -> None:
+    line = json.dumps(values)
+    print(line, flush=True)
+    with open(out, "a") as f:  # one short line per write: appends from several workers do not interleave
+        f.write(line + "\n")
+    print(f"{values['tag']}: step {values['step']}{' (final)' if values.get('final') else ''}: gen "
+          f"{values['eval/gen_accuracy']:.3f}, Q {values['eval/q_accuracy']:.3f}, demo min "
+          f"{values['eval/demo_score_min']:.0f}, 10/10 {values['eval/demo_perfect_frac']:.0%}", file=sys.stderr, flush=True)
 
 
 def load_classifier(path: str, device: torch.device) -> models.Classifier:
@@ -50,18 +61,17 @@ def load_classifier(path: str, device: torch.device) -> models.Classifier:
     return classifier.eval()
 
 
-def worker(tag: str, files: list[str], overrides: list[str], classifier_path: str) -> None:
+def worker(tag: str, files: list[str], overrides: list[str], classifier_path: str, out: str) -> None:
     cfg = load_config(files, overrides)
     arrays, _ = prepare(cfg.data, log=lambda s: None)
     device = train.pick_device(cfg.train.device)
     tensors = as_tensors(arrays, device)
     evaluator = evaluate.Evaluator(cfg, load_classifier(classifier_path, device), tensors)
     with tempfile.TemporaryDirectory() as tmp:
-        result = train.fit(cfg, Recorder(tag), Path(tmp) / "last.pt", arrays=arrays,
+        result = train.fit(cfg, Recorder(tag, out), Path(tmp) / "last.pt", arrays=arrays,
                            evaluator=evaluator, log=lambda s: None)
     final = evaluator(result["g"], result["d"], full=True).as_metrics()
-    print(json.dumps({"tag": tag, "step": result["step"], "final": True, "demos": cfg.eval.demos, **final}),
-          flush=True)
+    record(out, {"tag": tag, "step": result["step"], "final": True, "demos": cfg.eval.demos, **final})
 
 
 def seeds_of(text: str) -> list[int]:
@@ -84,12 +94,12 @@ def main() -> None:
     parser.add_argument("--classifier", metavar="FILE",
                         help="the reference classifier's state dict (classifier.pt of its MLflow run): "
                              "use it instead of looking it up in the store")
-    parser.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--worker", nargs=4, help=argparse.SUPPRESS)
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
     if args.worker:
-        tag, overrides, classifier_path = args.worker
-        return worker(tag, args.config, json.loads(overrides), classifier_path)
+        tag, overrides, classifier_path, out = args.worker
+        return worker(tag, args.config, json.loads(overrides), classifier_path, out)
 
     shared = [*split_overrides(args.overrides), f"train.device={args.device}", f"train.threads={args.threads}"]
     variants = args.variant or [("default", "")]
@@ -115,23 +125,21 @@ def main() -> None:
 
     finals: dict[str, dict] = {}
     start, pending, running = time.perf_counter(), list(jobs), []
-    with open(args.out, "a") as out:
-        while pending or running:
-            while pending and len(running) < args.workers:
-                tag, overrides = pending.pop(0)
-                command = [sys.executable, __file__, *sum((["-c", f] for f in args.config), []),
-                           "--worker", tag, json.dumps(overrides), classifier_path]
-                running.append((tag, subprocess.Popen(command, stdout=subprocess.PIPE, text=True)))
-            time.sleep(1)
-            for tag, proc in [r for r in running if r[1].poll() is not None]:
-                running.remove((tag, proc))
-                for line in proc.stdout.read().splitlines():
-                    record = json.loads(line)
-                    out.write(line + "\n")
-                    if record.get("final"):
-                        finals[tag] = record
-                status = "done" if proc.returncode == 0 else f"FAILED (exit {proc.returncode})"
-                print(f"{tag}: {status} at {time.perf_counter() - start:.0f} s", flush=True)
+    while pending or running:
+        while pending and len(running) < args.workers:
+            tag, overrides = pending.pop(0)
+            command = [sys.executable, __file__, *sum((["-c", f] for f in args.config), []),
+                       "--worker", tag, json.dumps(overrides), classifier_path, args.out]
+            running.append((tag, subprocess.Popen(command, stdout=subprocess.PIPE, text=True)))
+        time.sleep(1)
+        for tag, proc in [r for r in running if r[1].poll() is not None]:
+            running.remove((tag, proc))
+            for line in proc.stdout.read().splitlines():  # the worker appended them to --out already
+                values = json.loads(line)
+                if values.get("final"):
+                    finals[tag] = values
+            status = "done" if proc.returncode == 0 else f"FAILED (exit {proc.returncode})"
+            print(f"{tag}: {status} at {time.perf_counter() - start:.0f} s", flush=True)
 
     print("\n| variant | seed | gen accuracy | Q accuracy | demo min | failed demos | FLD |")
     print("|---|---:|---:|---:|---:|---:|---:|")

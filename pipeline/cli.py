@@ -100,14 +100,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--worker-name", default="worker", help=argparse.SUPPRESS)
     p.add_argument("--threads", type=int, default=None, help=argparse.SUPPRESS)
 
-    p = sub.add_parser("report", help="rebuild the lab report's figures, tables, Markdown and PDF from MLflow",
+    p = sub.add_parser("report", help="rebuild the lab report (Typst source, PDF, Markdown, figures) from MLflow",
                        description="Read the experiment's finished training runs (or --runs) from "
                        "MLflow (metric histories, params, logged images, evaluation artifacts, "
-                       "sweeps) and write report.md, report.pdf, figures/ and tables/ to --out; the "
-                       "same files are logged to a run named 'report'. Nothing partial is written "
-                       "when a run lacks what a figure needs.",
-                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--experiment", required=True, help="the MLflow experiment to report on")
+                       "sweeps) and write report.typ (compiled to report.pdf with Typst), report.md, "
+                       "figures/ and tables/ to --out; the same files are logged to a run named "
+                       "'report'. Your own text goes in prose.typ in that folder: written once, "
+                       "never overwritten; report.typ places each of its blocks in its section. "
+                       "Nothing is changed when a run lacks what a figure needs.",
+                       epilog="After editing prose.typ:  infogan report --compile reports/NAME\n" + EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--experiment", help="the MLflow experiment to report on")
+    which.add_argument("--compile", type=Path, metavar="FOLDER",
+                       help="only recompile FOLDER/report.typ to report.pdf (after editing prose.typ); reads no runs")
     p.add_argument("--runs", nargs="+", default=[], metavar="RUN_ID", help="only these training runs")
     p.add_argument("--out", type=Path, help="output folder (default: reports/<experiment>)")
 
@@ -119,6 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("configs", nargs="*", metavar="FILE.yaml|key=value",
                    help="experiment configs and/or overrides applied to each (e.g. train.epochs=50)")
+    p.add_argument("--seeds", default="0,1,2", metavar="S[,S...]",
+                   help="train every config with each of these seeds (default 0,1,2: the report gives "
+                        "each experiment's mean and spread over them)")
     p.add_argument("--out", type=Path, help="report folder (default: reports/<experiment>)")
 
     p = sub.add_parser("init", help="create the tracking store and an experiment, then exit",
@@ -151,7 +160,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.command == "report":
             from . import report
 
-            report.build(args.experiment, args.runs, out=args.out)
+            if args.compile:
+                print(f"wrote {report.compile_pdf(args.compile)}")
+            else:
+                report.build(args.experiment, args.runs, out=args.out)
             return 0
         if args.command == "run-experiments":
             return _run_experiments(args)
@@ -226,7 +238,11 @@ def _run_experiments(args) -> int:
     overrides = [a for a in args.configs if "=" in a]
     if not files:
         files = sorted(str(p) for p in resolve_path("configs/experiments").glob("*.yaml"))
-    stages.experiments(files, overrides, out=args.out)
+    try:
+        seeds = [int(seed) for seed in args.seeds.split(",")]
+    except ValueError:
+        raise UsageError(f"--seeds takes whole numbers separated by commas, e.g. 0,1,2; not {args.seeds!r}") from None
+    stages.experiments(files, overrides, seeds=seeds, out=args.out)
     return 0
 
 

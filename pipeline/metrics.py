@@ -121,3 +121,34 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     trace_sqrt = np.sqrt(linalg.eigvalsh((middle + middle.T) / 2).clip(min=0)).sum()
     value = ((mu_a - mu_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2 * trace_sqrt
     return float(max(value, 0.0))
+
+
+def grid_cells(grid: np.ndarray, rows: int, cols: int, size: int = 28, padding: int = 2) -> np.ndarray:
+    """The images of a logged sample grid (an HxW or HxWx3 uint8 array as ``images.grid_array``
+    draws it: ``padding`` pixels around every ``size``-pixel cell) as floats in [0, 1], [N, size, size]."""
+    gray = np.asarray(grid, dtype=np.float64)
+    gray = gray[..., 0] if gray.ndim == 3 else gray
+    step = size + padding
+    cells = [gray[padding + r * step:padding + r * step + size, padding + c * step:padding + c * step + size]
+             for r in range(rows) for c in range(cols)]
+    return np.stack(cells) / 255.0
+
+
+def amplitude_spectrum(images: np.ndarray) -> np.ndarray:
+    """Mean |FFT| of images [N, H, W] (each minus its own mean, so brightness does not count),
+    zero frequency in the centre: entry [H//2 + v, W//2 + u] is u cycles across, v down."""
+    x = np.asarray(images, dtype=np.float64)
+    x = x - x.mean(axis=(1, 2), keepdims=True)
+    return np.fft.fftshift(np.abs(np.fft.fft2(x)).mean(axis=0))
+
+
+def period2_share(spectrum: np.ndarray) -> float:
+    """Share of the spectrum's energy (squared amplitude) at the 2-pixel period: the Nyquist row
+    and column, where a pattern that alternates from one pixel to the next puts all of its
+    energy. Smooth strokes (real digits) leave little there; a stride-2 transposed convolution's
+    uneven overlap (the checkerboard) puts more."""
+    power = np.asarray(spectrum, dtype=np.float64) ** 2
+    h, w = power.shape
+    at_nyquist = np.zeros_like(power, dtype=bool)
+    at_nyquist[0, :] = at_nyquist[:, 0] = True  # after fftshift, frequency -N/2 sits at index 0
+    return float(power[at_nyquist].sum() / power.sum())

@@ -2,6 +2,7 @@
 and the lab report's set of experiments."""
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -32,26 +33,32 @@ def main(cfg: DictConfig, log: Callable[[str], None] = print) -> dict[str, str]:
     return ids
 
 
-def experiments(files: Sequence[str], overrides: Sequence[str] = (), out: Path | None = None,
-                log: Callable[[str], None] = print) -> Path:
-    """Train (or resume, or reuse) and evaluate every config in ``files``, then build one report
-    of those runs. All configs are checked before anything trains."""
+def experiments(files: Sequence[str], overrides: Sequence[str] = (), seeds: Sequence[int] = (0,),
+                out: Path | None = None, log: Callable[[str], None] = print) -> Path:
+    """Train (or resume, or reuse) and evaluate every config in ``files`` with every seed, then
+    build one report of those runs. Seeds go round the configs (seed 0 of each first), so the
+    first runs already cover every experiment. All configs are checked before anything trains."""
     if not files:
         raise ConfigError("no experiment configs given (the lab's set is configs/experiments/*.yaml)")
-    configs = [load_config([f], overrides) for f in files]
-    experiments_named = {c.tracking.experiment for c in configs}
+    jobs = []
+    for seed in seeds:
+        for path in files:
+            name = load_config([path], overrides).tracking.run_name or Path(path).stem
+            named = shlex.quote(f"tracking.run_name={name} s{seed}")  # overrides are split at spaces
+            jobs.append((path, seed, load_config([path], [*overrides, f"seed={seed}", named])))
+    experiments_named = {cfg.tracking.experiment for _, _, cfg in jobs}
     if len(experiments_named) != 1:
         raise ConfigError(f"the experiment configs log to different experiments "
                           f"({', '.join(sorted(experiments_named))}); one report needs one")
     run_ids = []
-    for path, cfg in zip(files, configs):
-        found = tracking.find_finished_run(cfg.tracking.experiment,
-                                           {"infogan.config_hash": config_hash(cfg)})
+    for number, (path, seed, cfg) in enumerate(jobs, start=1):
+        where = f"[{number}/{len(jobs)}] {path}, seed {seed}"
+        found = tracking.find_finished_run(cfg.tracking.experiment, {"infogan.config_hash": config_hash(cfg)})
         if found is not None:
-            log(f"{path}: reusing finished run {found.info.run_id}")
+            log(f"{where}: reusing finished run {found.info.run_id}")
             run_id = found.info.run_id
         else:
-            log(f"{path}: training ({cfg.model.arch}, {cfg.train.g_loss} G loss, {cfg.train.epochs} epochs)")
+            log(f"{where}: training ({cfg.model.arch}, {cfg.train.g_loss} G loss, {cfg.train.epochs} epochs)")
             run_id = train.run(cfg, log=log)
         if evaluate.read_mapping(run_id) is None:
             evaluate.stage(run_id, log=log)

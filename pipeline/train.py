@@ -24,7 +24,8 @@ from .config import ConfigError, config_hash, flatten, from_yaml, resolve_path, 
 from .data import as_tensors, prepare
 from .images import grid_array
 
-METRICS = ("loss/d", "loss/g", "loss/info", "prob/d_real", "prob/d_fake_before_g", "prob/d_fake_after_g")
+METRICS = ("loss/d", "loss/g", "loss/info", "prob/d_real", "prob/d_fake_before_g", "prob/d_fake_after_g",
+           "grad/g_norm")
 N_STYLES = 10  # noise vectors in the fixed grid (columns); rows are the code values
 # Q's view of a fake under train.info_augment: digits keep their identity under these.
 INFO_AUGMENT = {"max_degrees": 15.0, "max_scale": 0.15, "max_shift_px": 2.0}
@@ -173,6 +174,8 @@ def train_step(g: models.Generator, d: models.Discriminator, opt: Optimisers, x:
         loss_info = losses.info_loss(d.q(h), c)
         opt.g.zero_grad(set_to_none=True)
         (loss_g + code_weight * loss_info).backward()
+        # How much G is told to change: where the saturating loss's gradient vanishes, this shows it.
+        g_norm = torch.nn.utils.get_total_norm([p.grad for p in g.parameters() if p.grad is not None])
         opt.g.step()
 
     return {
@@ -182,6 +185,7 @@ def train_step(g: models.Generator, d: models.Discriminator, opt: Optimisers, x:
         "prob/d_real": torch.sigmoid(d_real.detach()).mean(),
         "prob/d_fake_before_g": torch.sigmoid(d_fake.detach()).mean(),
         "prob/d_fake_after_g": torch.sigmoid(d_fake_after.detach()).mean(),
+        "grad/g_norm": g_norm.detach(),
     }
 
 
@@ -228,6 +232,8 @@ class _Accumulator:
         return {"sums": None if self.sums is None else self.sums.cpu(), "count": self.count}
 
     def load(self, state: dict, device: torch.device) -> None:
+        if state["sums"] is not None and state["sums"].shape[0] != len(METRICS):
+            return  # saved before a metric was added: the interval's next point averages fewer steps
         self.sums = None if state["sums"] is None else state["sums"].to(device)
         self.count = state["count"]
 
@@ -513,6 +519,9 @@ def run(cfg: DictConfig, resume: Optional[str] = None, epochs: Optional[int] = N
                                   "infogan.data_source": info.source, "infogan.data_sha256": info.sha256})
                 tracker.log_text(to_yaml(cfg), "config.yaml")
                 _log_fixed_noise(tracker, latents.fixed_noise(N_STYLES, cfg.model.noise_dim, cfg.seed))
+                # Real test digits in the sample grid's layout: what the report compares grids with.
+                real = torch.from_numpy(arrays["test_images"][:N_STYLES * cfg.model.code_dim]).unsqueeze(1)
+                _log_png(tracker, grid_array(real.float() / 255.0, nrow=N_STYLES), "samples/real.png")
             try:
                 result = fit(cfg, tracker, checkpoint_path(cfg, run_id), resume=state, log=log, arrays=arrays,
                              evaluator=evaluator, on_eval=on_eval)

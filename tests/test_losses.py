@@ -76,11 +76,11 @@ def run_step(code_weight: float, trains_trunk: bool, arch: str = "paper", joint:
                      q=Recorder(d.q.parameters()), g=Recorder(g.parameters()))
     torch.manual_seed(1)
     x, z, c = torch.rand(8, 1, 28, 28), torch.randn(8, 54), torch.randint(10, (8,))
-    train_step(g, d, opt, x, z, c, code_weight, "non_saturating", trains_trunk, joint_batch=joint,
-               info_view=info_view)
+    stats = train_step(g, d, opt, x, z, c, code_weight, "non_saturating", trains_trunk, joint_batch=joint,
+                       info_view=info_view)
     n_trunk = len(list(d.trunk.parameters()))
     return {"trunk": opt.d.seen[:n_trunk], "head": opt.d.seen[n_trunk:], "q": opt.q.seen, "g": opt.g.seen,
-            "d_after_g_step": [p.grad for p in d.trunk.parameters()]}
+            "d_after_g_step": [p.grad for p in d.trunk.parameters()], "stats": stats}
 
 
 def same(a, b):
@@ -105,6 +105,12 @@ def test_info_term_reaches_d_trunk_only_when_flag_is_set(trains_trunk, arch, joi
     assert same(with_info["head"], without_info["head"])  # the info term never trains D's head
     assert not same(with_info["g"], without_info["g"])  # ... and always trains G
     assert all(gr.abs().sum() == 0 for gr in without_info["q"])  # Q learns from the info term alone
+
+
+def test_logged_g_gradient_norm_is_the_norm_of_what_gs_optimiser_applies():
+    grads = run_step(1.0, True)
+    expected = torch.cat([gr.flatten() for gr in grads["g"]]).double().norm().float()  # 6.6M squares: sum in float64
+    torch.testing.assert_close(grads["stats"]["grad/g_norm"], expected, rtol=1e-4, atol=0)
 
 
 @pytest.mark.parametrize("arch, joint", LAYOUTS)

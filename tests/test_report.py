@@ -13,62 +13,107 @@ def quiet(message: str) -> None:
     pass
 
 
-FIGURES = {"loss_tconv", "loss_upsample_sn", "loss_architectures", "real_probability", "eval_curves",
-           "samples_final", "demo_tconv-run", "confusion_tconv-run", "checkerboard_early", "comparison_table"}
+FIGURES = {"samples_final", "demo_tconv-run", "confusion_tconv-run", "eval_curves", "losses", "losses_tconv",
+           "losses_upsample_sn", "real_probability", "g_loss", "checkerboard_early", "spectrum"}
+HEADINGS = ("Introduction", "Experiment set-up", "Adversarial loss", "Generator loss", "Mutual-information term",
+            "Results", "Samples", "Training losses", "Saturating and non-saturating G loss", "Discussion",
+            "Checkerboard artefacts", "Architecture comparison", "Conclusion")
 
 
 @pytest.fixture
-def two_runs(home, smoke_overrides):
-    """A tconv and an upsample_sn smoke run in experiment 'smoke'; the tconv one evaluated."""
+def three_runs(home, smoke_overrides):
+    """tconv with each G loss (differing in nothing else) and upsample_sn, in experiment 'smoke';
+    the first tconv one evaluated."""
     from pipeline import evaluate, train
     from pipeline.config import load_config
 
-    tconv = train.run(load_config([SMOKE], [*smoke_overrides, "model.arch=tconv", "train.real_fake_batch=joint",
-                                            "tracking.run_name=tconv-run"]), log=quiet)
-    upsample = train.run(load_config([SMOKE], [*smoke_overrides, "model.arch=upsample_sn",
-                                               "tracking.run_name=upsample-run"]), log=quiet)
+    def smoke(*extra):
+        return train.run(load_config([SMOKE], [*smoke_overrides, *extra]), log=quiet)
+
+    tconv = smoke("model.arch=tconv", "train.real_fake_batch=joint", "tracking.run_name=tconv-run")
+    saturating = smoke("model.arch=tconv", "train.real_fake_batch=joint", "train.g_loss=saturating",
+                       "tracking.run_name=tconv-sat")
+    upsample = smoke("model.arch=upsample_sn", "tracking.run_name=upsample-run")
     evaluate.run(tconv, log=quiet)
-    return tconv, upsample
+    return tconv, saturating, upsample
+
+
+def pdf_text(path: Path) -> str:
+    """The PDF's text, math letters folded to plain ones (Typst sets 𝐷 for D) and spaces dropped."""
+    import unicodedata
+
+    from pypdf import PdfReader
+
+    text = "\n".join(page.extract_text() for page in PdfReader(path).pages)
+    return "".join(unicodedata.normalize("NFKC", text).split())
 
 
 @pytest.mark.slow
-def test_report_from_two_smoke_runs_has_every_figure_and_a_checked_pdf(home, two_runs):
+def test_report_from_smoke_runs_is_a_typeset_document_with_every_figure(home, three_runs):
     from mlflow import MlflowClient
     from pypdf import PdfReader
 
     from pipeline import report
+    from pipeline.report.document import escape
 
     out = report.build("smoke", out=home / "reports" / "smoke", log=quiet)
     assert {p.stem for p in (out / "figures").glob("*.png")} == FIGURES
-    assert (out / "tables" / "runs.csv").read_text().count("\n") == 3  # header + 2 runs
-    md = (out / "report.md").read_text()
-    for heading in ("## 1 Introduction", "## 2 Experiment set-up", "## 3 Results", "## 4 Discussion"):
-        assert heading in md
+    assert (out / "tables" / "runs.csv").read_text().count("\n") == 4  # header + 3 runs
+    md, typ = (out / "report.md").read_text(), (out / "report.typ").read_text()
+    for heading in HEADINGS:
+        assert f" {heading}" in md and f" {escape(heading)}" in typ
     for name in FIGURES:
-        assert f"(figures/{name}.png)" in md
-    assert "L_G = −E[log D(G(z,c))]" in md and "non_saturating" in md
+        assert f"(figures/{name}.png)" in md and f'"figures/{name}.png"' in typ
+    assert "L_G = −E[log D(G(z,c))]" in md and "cal(L)_G^\"NS\" = -EE_(z, c) [log D(G(z, c))]" in typ
 
-    pages = PdfReader(out / "report.pdf").pages
-    # matplotlib lists every image in one shared resource dictionary: count what each page draws.
-    drawn = [re.findall(rb"/(I\d+) Do", page.get_contents().get_data()) for page in pages]
-    text_pages = next(i for i, names in enumerate(drawn) if names)
-    assert text_pages >= 1
-    assert [len(names) for names in drawn[text_pages:]] == [1] * len(FIGURES)  # one figure per page
-    assert len({name for names in drawn for name in names}) == len(FIGURES)  # each a different image
-    xobjects = pages[-1]["/Resources"]["/XObject"].get_object()
-    assert all(xobjects[f"/{n.decode()}"].get_object()["/Subtype"] == "/Image" for names in drawn for n in names)
-    assert "Experiment set-up" in pages[0].extract_text()
+    reader = PdfReader(out / "report.pdf")
+    assert len(reader.pages) == 8
+    drawn = [{ref.idnum for ref in page["/Resources"]["/XObject"].get_object().values()
+              if ref.get_object()["/Subtype"] == "/Image"} if "/XObject" in page["/Resources"] else set()
+             for page in reader.pages]
+    assert sum(len(images) for images in drawn) == len(set().union(*drawn)) == len(FIGURES)  # each once
+    assert max(len(images) for images in drawn) >= 3  # figures share pages, not one figure per page
+    text = pdf_text(out / "report.pdf")
+    for heading in HEADINGS:
+        assert "".join(heading.split()) in text, heading
+    assert "−Ez,c[logD(G(z,c))]" in text  # the non-saturating loss, set as a formula
+    assert "L_D" not in text  # no formula left as plain text
+    assert "Yourtext(introductioninprose.typ)" in text  # the student's place, shown while empty
 
-    # The same runs give the same files.
-    again = report.build("smoke", out=home / "reports" / "again", log=quiet)
-    for path in sorted((out / "figures").glob("*.png")):
-        assert path.read_bytes() == (again / "figures" / path.name).read_bytes(), path.name
-    assert (again / "report.md").read_text() == md
+    # The same runs give the same files; prose.typ, the student's, is never overwritten.
+    prose = out / "prose.typ"
+    mine = prose.read_text().replace("#let introduction = none", "#let introduction = [My own introduction.]")
+    prose.write_text(mine)
+    (out / "notes.txt").write_text("mine too")
+    figures = {p.name: p.read_bytes() for p in (out / "figures").glob("*.png")}
+    again = report.build("smoke", out=out, log=quiet)
+    assert prose.read_text() == mine and (out / "notes.txt").read_text() == "mine too"
+    assert {p.name: p.read_bytes() for p in (again / "figures").glob("*.png")} == figures
+    assert (again / "report.md").read_text() == md and (again / "report.typ").read_text() == typ
+    assert "Myownintroduction." in pdf_text(again / "report.pdf")
 
     client = MlflowClient()
     exp = client.get_experiment_by_name("smoke")
-    (logged,) = client.search_runs([exp.experiment_id], "tags.`infogan.stage` = 'report'", max_results=1)
-    assert "report/report.pdf" in {a.path for a in client.list_artifacts(logged.info.run_id, "report")}
+    logged = client.search_runs([exp.experiment_id], "tags.`infogan.stage` = 'report'")
+    assert all("report/report.pdf" in {a.path for a in client.list_artifacts(r.info.run_id, "report")} for r in logged)
+
+
+def test_a_broken_prose_file_names_its_line_and_leaves_the_report_as_it_was(home, tmp_path, capsys):
+    from pipeline import report
+    from pipeline.cli import main
+    from pipeline.report.document import Document, Prose, prose_template, to_typst
+
+    doc = Document("t", "s", [Prose("introduction", "say hello")])
+    (tmp_path / "report.typ").write_text(to_typst(doc))
+    (tmp_path / "prose.typ").write_text(prose_template(doc).replace("= none", "= [unclosed"))
+    with pytest.raises(report.ReportError, match=r"Typst could not compile .*report.typ: .*"):
+        report.compile_pdf(tmp_path)
+    assert not (tmp_path / "report.pdf").exists()
+    (tmp_path / "prose.typ").write_text(prose_template(doc).replace("= none", "= [Hello *there*.]"))
+    assert main(["report", "--compile", str(tmp_path)]) == 0
+    assert "Hellothere." in pdf_text(tmp_path / "report.pdf")
+    assert main(["report", "--compile", str(tmp_path / "nowhere")]) == 2
+    assert "holds no report.typ" in capsys.readouterr().err
 
 
 def test_report_refuses_an_experiment_without_runs_and_writes_nothing(home, capsys):

@@ -19,7 +19,7 @@ from pipeline import checkpoint, stages, train, tracking
 from pipeline.config import load_config
 
 EXPECTED_METRICS = {"loss/d", "loss/g", "loss/info", "prob/d_real", "prob/d_fake_before_g",
-                    "prob/d_fake_after_g", "perf/img_per_s"}
+                    "prob/d_fake_after_g", "grad/g_norm", "perf/img_per_s"}
 
 
 def history(run_id: str, key: str = "loss/d") -> list[tuple[int, float]]:

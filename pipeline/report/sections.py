@@ -1,0 +1,326 @@
+"""What the report says: the lab's sections (introduction, set-up, results, discussion,
+conclusion) as document blocks, filled from the runs' params and metrics. Figures are drawn
+into ``figures/`` as they are placed."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+
+from .. import metrics
+from . import figures as fig
+from .collect import RunData, read_png, variants
+from .document import Document, Figure, Formula, Heading, Prose, Table, Text
+
+ARCH_NAMES = {"paper": "the InfoGAN paper's network", "tconv": "the handout's network (transposed conv + BN)",
+              "upsample_sn": "upsample+conv G, spectral-norm D"}
+# The project's training changes a config may switch on, and why each is there.
+CHOICES = (
+    ("train.info_augment", lambda v: v == "True",
+     "Q learns the code from randomly rotated (±15°), scaled (±15%) and shifted (±2 px) copies of the fakes",
+     "a code must then differ in what survives such changes, the digit, not in slant or size"),
+    ("train.ema_decay", lambda v: float(v) > 0,
+     "G's weights are averaged (exponential moving average, decay {v}); the average is drawn and evaluated",
+     "it smooths out the jitter of the last steps, which shows as the odd unreadable style"),
+    ("train.lr_decay_fraction", lambda v: float(v) > 0,
+     "every learning rate falls linearly towards 0 over the last {v} of the run",
+     "D, Q and G settle at the end instead of stopping mid-oscillation"),
+    ("train.real_fake_batch", lambda v: v == "joint",
+     "D's batch norm sees real and generated images as one batch",
+     "the handout's D normalises its features right before its head: a batch of fakes normalised on "
+     "its own looks to that head like a batch of reals"),
+)
+SETTINGS = (("model.arch", "architecture"), ("train.g_loss", "G loss"), ("train.code_weight", "λ"),
+            ("train.lr_d", "lr D"), ("train.lr_g", "lr G"), ("train.lr_q", "lr Q"), ("train.batch_size", "batch"),
+            ("train.epochs", "epochs"), ("train.info_augment", "Q on transformed fakes"),
+            ("train.ema_decay", "G average (EMA)"), ("train.lr_decay_fraction", "lr decay (fraction)"),
+            ("train.real_fake_batch", "D batch norm"), ("train.info_trains_d_trunk", "info term trains D's trunk"))
+
+
+def num(text, digits: int = 3) -> str:
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        return str(text)
+    return "–" if math.isnan(value) else f"{value:.{digits}g}"
+
+
+class Writer:
+    """Builds the document section by section; ``draw(name, figure)`` saves a figure to
+    ``figures/<name>.png`` and returns its path relative to the report folder."""
+
+    def __init__(self, folder: Path, experiment: str, runs: Sequence[RunData], sweeps: dict):
+        self.folder, self.runs, self.sweeps = folder, list(runs), sweeps
+        self.groups = variants(runs)
+        archs = sorted({r.arch for r in runs})
+        self.doc = Document("InfoGAN on MNIST: lab report",
+                            f"experiment {experiment}: {len(runs)} training run(s) of "
+                            f"{len(self.groups)} experiment(s); {', '.join(archs)}")
+
+    def draw(self, name: str, figure) -> str:
+        pyplot = fig.plt()
+        figure.savefig(self.folder / "figures" / f"{name}.png", metadata={"Software": None})
+        pyplot.close(figure)
+        return f"figures/{name}.png"
+
+    def copy(self, name: str, path: str) -> str:
+        import shutil
+
+        name = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
+        shutil.copyfile(path, self.folder / "figures" / f"{name}.png")
+        return f"figures/{name}.png"
+
+    def build(self) -> Document:
+        self.introduction()
+        self.setup()
+        self.results()
+        self.discussion()
+        self.doc.add(Heading(1, "Conclusion"),
+                     Prose("conclusion", "what worked, what did not, and what you would try next."))
+        return self.doc
+
+    # --- 1 -------------------------------------------------------------------------------------
+    def introduction(self) -> None:
+        self.doc.add(
+            Heading(1, "Introduction"),
+            Text("InfoGAN adds to a GAN a latent code c whose meaning is not given but learned: a third "
+                 "network Q, sharing D's trunk, must read c back from the generated image, and G is rewarded "
+                 "when it can. With a 10-way categorical code on MNIST, the code should come to stand for the "
+                 "ten digits without any label. Every figure and table below was rebuilt from the MLflow "
+                 "store by infogan report; the grey boxes are for your own words (prose.typ)."),
+            Prose("introduction", "what InfoGAN adds to a GAN, and what you set out to show."))
+
+    # --- 2 -------------------------------------------------------------------------------------
+    def values(self, key: str, absent: str = "–") -> str:
+        return ", ".join(sorted({num(r.params.get(key, absent), 4) for r in self.runs}))
+
+    def setup(self) -> None:
+        d = self.doc
+        g_losses = sorted({r.g_loss for r in self.runs})
+        d.add(Heading(1, "Experiment set-up"), Heading(2, "Adversarial loss"),
+              Text("D outputs a logit ℓ; D(x) = σ(ℓ) is its probability that x is real. D minimises the binary "
+                   "cross-entropy with real images labelled 1 and generated ones 0:",
+                   "D outputs a logit $ell$; $D(x) = sigma(ell)$ is its probability that $x$ is real. D minimises "
+                   "the binary cross-entropy with real images labelled 1 and generated ones 0:"),
+              Formula("cal(L)_D = -EE_(x tilde p_\"data\") [log D(x)] - EE_(z, c) [log(1 - D(G(z, c)))]",
+                      "L_D = −E_x[log D(x)] − E_{z,c}[log(1 − D(G(z,c)))]"),
+              Text("Both terms are computed from the logits (log σ(ℓ) = −softplus(−ℓ)), so they stay finite "
+                   "for any logit."),
+              Heading(2, f"Generator loss (used here: {', '.join(g_losses)})"),
+              Formula("cal(L)_G^\"NS\" = -EE_(z, c) [log D(G(z, c))] quad quad "
+                      "cal(L)_G^\"sat\" = EE_(z, c) [log(1 - D(G(z, c)))]",
+                      "non-saturating: L_G = −E[log D(G(z,c))];  saturating: L_G = E[log(1 − D(G(z,c)))]"),
+              Text("The saturating loss is the original minimax objective. Its gradient with respect to D's "
+                   "logit is −D(G(z,c)): while D rejects the fakes (D(G(z,c)) ≈ 0) G learns almost nothing. "
+                   "The non-saturating loss has gradient −(1 − D(G(z,c))), strongest exactly then. Section 3 "
+                   "shows both on runs that differ in this one setting."),
+              Prose("generator_loss", "which generator loss you used and why."),
+              Heading(2, "Mutual-information term"),
+              Text("Q shares D's convolutional trunk and outputs logits over the 10 code values. The info "
+                   "loss is the cross-entropy of Q against the code that made the image; H(c) minus it is "
+                   "InfoGAN's variational lower bound on the mutual information I(c; G(z,c)):",
+                   "Q shares D's convolutional trunk and outputs logits over the 10 code values. The info loss is "
+                   "the cross-entropy of Q against the code that made the image; $H(c) - cal(L)_I$ is InfoGAN's "
+                   "variational lower bound on the mutual information $I(c; G(z, c))$:"),
+              Formula("cal(L)_I = -EE_(z, c) [log Q(c | G(z, c))], quad "
+                      "min_(D, Q) cal(L)_D + lambda cal(L)_I, quad min_G cal(L)_G + lambda cal(L)_I",
+                      "L_I = −E[log Q(c | G(z,c))];  D, Q minimise L_D + λ L_I;  G minimises L_G + λ L_I"),
+              Text(f"λ = {self.values('train.code_weight')}. The info term trains D's shared trunk too: "
+                   f"{self.values('train.info_trains_d_trunk')}. In G's step D and Q are fixed (no weight "
+                   "gradients); in D's step the fakes are detached from G."),
+              Heading(2, "Latent code, fixed noise and images"),
+              Text(f"z ~ N(0, I) with {self.values('model.noise_dim')} dimensions; c uniform over "
+                   f"{self.values('model.code_dim')} values, one-hot, concatenated with z as G's input. The "
+                   "sample grids use 10 noise vectors drawn once per run from its seed (logged as "
+                   "fixed_noise.npy): row k is code value k, column j noise vector j, so a row should be one "
+                   "digit in ten styles. G ends in a sigmoid: pixels in [0, 1], 28×28, like the MNIST images "
+                   "divided by 255."))
+        self.settings()
+
+    def settings(self) -> None:
+        groups = self.groups
+        rows = [[label] + [num(g[0].params.get(key, "–"), 4) for g in groups.values()] for key, label in SETTINGS]
+        rows.append(["seeds"] + [", ".join(r.seed for r in g) for g in groups.values()])
+        self.doc.add(Heading(2, "Training settings"),
+                     Text("Adam (β₁ " + self.values("train.beta1") + ", β₂ " + self.values("train.beta2")
+                          + ") for D with its head, Q's head and G. Each experiment, trained for every seed listed:"),
+                     Table(["setting", *groups], rows, "settings of each experiment (from the runs' params)",
+                           align="l" * (len(groups) + 1), label="tab-settings"))
+        used = []
+        for key, on, what, why in CHOICES:
+            users = [name for name, g in groups.items() if key in g[0].params and on(g[0].params[key])]
+            if users:
+                used.append(Text(f"{what.format(v=self.values(key))} ({', '.join(users)}): {why}."))
+        if used:
+            self.doc.add(Text("Beyond the handout's recipe, these changes are switched on, each for a reason:"), *used)
+        self.doc.add(Prose("setup_notes", "anything about your set-up the tables do not say."))
+
+    # --- 3 -------------------------------------------------------------------------------------
+    def results(self) -> None:
+        d, groups = self.doc, self.groups
+        d.add(Heading(1, "Results"), Heading(2, "Samples"))
+        finals = [(f"{r.variant}, seed {r.seed}", r.images["final"]) for g in groups.values() for r in g
+                  if "final" in r.images]
+        if finals:
+            columns = max(len(g) for g in groups.values())
+            panels = [(title, path) for name, g in groups.items()
+                      for title, path in finals if title.startswith(f"{name}, ")]
+            figure = fig.image_panels(panels, columns)
+            d.add(Figure([self.draw("samples_final", figure)],
+                         ["The last fixed-noise grid of every run (rows: experiments; columns: seeds). In each grid, "
+                          "row k is code value k and column j noise vector j."], label="fig-samples",
+                         width=figure.get_figwidth() / fig.FULL))
+        for kind, what in (("demo", "the graded demo (rows: digits 0-9 through the code→digit mapping; "
+                                    "columns: fresh noise; a column passes with ≥ 7 of 10 right)"),
+                           ("confusion", "share of each code's samples the reference classifier reads as each digit")):
+            shown = [(name, next(r for r in g if kind in r.images)) for name, g in groups.items()
+                     if any(kind in r.images for r in g)]
+            if shown:  # a lone one at 60% of the width: the demo is square, a full-width one fills the page
+                d.add(Figure([self.copy(f"{kind}_{run.name}", run.images[kind]) for _, run in shown],
+                             [f"{name}, seed {run.seed}: {what}." for name, run in shown], width=0.6))
+        missing = [r.name for r in self.runs if not r.evaluated]
+        if missing:
+            d.add(Text("Not evaluated (run infogan evaluate --run-id ID for the demo and confusion matrix): "
+                       + ", ".join(missing) + "."))
+        d.add(Prose("results_samples", "what the samples show: does each code draw one digit, does z vary the style?"))
+        self.evaluation()
+        d.add(Heading(2, "Training losses"),
+              Figure([self.draw("losses", fig.loss_figure(self.runs))],
+                     ["D, G and info losses against the training step (faint: each logged point, an average over "
+                      "the logging interval; solid: a centred mean of 9 points). One colour per experiment, one "
+                      "line per seed."]))
+        archs = sorted({r.arch for r in self.runs})
+        if len(archs) > 1:
+            for arch in archs:
+                subset = [r for r in self.runs if r.arch == arch]
+                d.add(Figure([self.draw(f"losses_{arch}", fig.loss_figure(subset))],
+                             [f"Losses of the {arch} runs ({ARCH_NAMES.get(arch, arch)})."]))
+        d.add(Heading(2, "D's real-probability"),
+              Figure([self.draw("real_probability", fig.probability_figure(self.runs))],
+                     ["D(x) on real batches, and D(G(z,c)) before G's update and in G's step (centred means), "
+                      "one panel per experiment with its seeds overlaid."]))
+        self.g_losses()
+        d.add(Prose("results_notes", "what the curves say about how training went."))
+
+    def evaluation(self) -> None:
+        d = self.doc
+        rows = [[r.variant, r.seed, num(r.final("eval/gen_accuracy")), num(r.final("eval/q_accuracy")),
+                 num(r.final("eval/demo_score_min")), num(100 * r.final("eval/demo_perfect_frac"), 3),
+                 num(r.final("eval/fld")), "yes" if r.evaluated else "no"] for r in self.runs]
+        d.add(Heading(2, "Evaluation"),
+              Text("A reference MNIST classifier (≈ 99% test accuracy, trained once) judges the generator. Each "
+                   "code value is mapped to the digit the classifier sees most for it, one-to-one (Hungarian "
+                   "algorithm). Generated accuracy: the share of samples the classifier reads as their code's "
+                   "digit. Q accuracy: Q as a classifier of the real test digits, through the same mapping. Demo: "
+                   "100 random 10×10 grids graded as the lab grades them. FLD: Fréchet distance between generated "
+                   "and real test images in the classifier's features (lower is better)."),
+              Table(["experiment", "seed", "gen acc", "Q acc", "demo min", "demos 10/10 (%)", "FLD", "evaluated"],
+                    rows, "each run's figures: the evaluate stage's (1,000 samples per code, 100 demos) where it ran, "
+                          "else the last in-training evaluation", align="lrrrrrrl", label="tab-runs"),
+              Figure([self.draw("eval_curves", fig.eval_figure(self.runs))],
+                     ["Evaluations during training (200 samples per code, after every epoch); a star marks the "
+                      "evaluate stage's figure. The dashed line is the FLD between two sets of real test digits."]))
+
+    def g_losses(self) -> None:
+        pairs = [r for r in self.runs if any(o.g_loss != r.g_loss and _differ_in_g_loss_only(r, o) for o in self.runs)]
+        if not pairs:
+            return
+        steps_per_epoch = min(min(r.grid_steps) for r in pairs if r.grid_steps) if any(r.grid_steps for r in pairs) else 500
+        self.doc.add(Heading(2, "Saturating and non-saturating G loss"),
+                     Text("These runs differ only in the G loss (and the seed). Over the first epoch:"),
+                     Figure([self.draw("g_loss", fig.g_loss_figure(pairs, steps_per_epoch))],
+                            ["D's probability on the fakes, the G loss and the norm of G's whole gradient (adversarial "
+                             "plus λ times info term, averaged over each logging interval) for the two G losses, "
+                             "first epoch."]))
+
+    # --- 4 -------------------------------------------------------------------------------------
+    def discussion(self) -> None:
+        d = self.doc
+        d.add(Heading(1, "Discussion"), Heading(2, "Checkerboard artefacts: transposed convolution vs upsample+conv"))
+        self.checkerboard()
+        d.add(Prose("discussion_checkerboard", "where the checkerboard comes from (the uneven overlap of a "
+                    "stride-2 transposed convolution's kernels) and whether upsample+conv removes it."),
+              Heading(2, "Generator losses"),
+              Prose("discussion_g_loss", "what the difference between the two G losses is, with the curves above."),
+              Heading(2, "Architecture comparison"))
+        rows = []
+        for name, group in self.groups.items():
+            values = {k: np.array([r.final(k) for r in group]) for k in
+                      ("eval/gen_accuracy", "eval/q_accuracy", "eval/demo_score_min", "eval/demo_perfect_frac", "eval/fld")}
+            rows.append([name, str(len(group)), _mean_sd(values["eval/gen_accuracy"]), _mean_sd(values["eval/q_accuracy"]),
+                         num(np.nanmin(values["eval/demo_score_min"]) if len(group) else float("nan")),
+                         num(100 * np.nanmean(values["eval/demo_perfect_frac"]), 3), num(np.nanmean(values["eval/fld"]))])
+        d.add(Table(["experiment", "seeds", "gen acc", "Q acc", "worst demo", "demos 10/10 (%)", "FLD"], rows,
+                    "each experiment over its seeds: mean ± standard deviation; the worst demo of any seed",
+                    label="tab-comparison"),
+              Prose("discussion_architectures", "which variant learned the digits, how fast, and why."))
+        self.sweep_sections()
+
+    def checkerboard(self) -> None:
+        by_arch = {arch: [r for r in self.runs if r.arch == arch and r.grid_steps] for arch in ("tconv", "upsample_sn")}
+        if not all(by_arch.values()):
+            self.doc.add(Text("(This needs a finished run of both tconv and upsample_sn; configs/experiments/ "
+                              "has them. This report has " + ", ".join(sorted({r.arch for r in self.runs})) + ".)"))
+            return
+        runs = [r for group in by_arch.values() for r in group]
+        common = sorted(set.intersection(*(set(r.grid_steps) for r in runs)))
+        if not common:
+            self.doc.add(Text("(The tconv and upsample_sn runs logged no sample grid at a common step.)"))
+            return
+        step = common[0]
+        early = [by_arch["tconv"][0], by_arch["upsample_sn"][0]]
+        shares = {arch: [_share(r, s) for s in common for r in group] for arch, group in by_arch.items()}
+        spectra = {}
+        real = next((r.images["real"] for r in self.runs if "real" in r.images), None)
+        if real is not None:
+            spectra["real digits"] = metrics.amplitude_spectrum(metrics.grid_cells(read_png(real), 10, 10))
+        for arch, group in by_arch.items():
+            cells = np.concatenate([metrics.grid_cells(read_png(r.images[f"step{step}"]), 10, 10) for r in group])
+            spectra[f"{arch}, step {step}"] = metrics.amplitude_spectrum(cells)
+        rows = [[str(s)] + [num(np.mean([_share(r, s) for r in group]) * 100, 3) for group in by_arch.values()]
+                for s in common]
+        self.doc.add(
+            Text("The first sample grid both architectures logged, side by side, and the mean amplitude spectrum of "
+                 "its images. A pattern that alternates from one pixel to the next puts its energy at 0.5 "
+                 "cycles/pixel (the edge of each spectrum); the share of energy there is a number for the "
+                 "checkerboard."),
+            Figure([self.draw("checkerboard_early", fig.checkerboard_figure(early, step))],
+                   [f"The fixed-noise grid at step {step}: {early[0].name} and {early[1].name}, one digit enlarged."]),
+            Figure([self.draw("spectrum", fig.spectrum_figure(spectra))],
+                   ["Mean amplitude spectrum (log scale) of real test digits and of the grids above (all seeds), and "
+                    "its profile along the horizontal frequency."]),
+            Table(["step", "tconv: energy at the 2-pixel period (%)", "upsample_sn (%)"], rows,
+                  "share of spectral energy at the 2-pixel period in each logged grid (mean over seeds)"
+                  + (f"; real digits: {metrics.period2_share(spectra['real digits']) * 100:.3g}%" if real else "")))
+
+    def sweep_sections(self) -> None:
+        for study, sweep in self.sweeps.items():
+            trials = sweep["trials"]
+            (self.folder / "tables" / f"sweep_{study}.csv").write_text(trials.to_csv(index=False))
+            columns = [c for c in trials.columns if c in ("number", "state", "value") or c.startswith("params_")]
+            rows = [[num(v, 4) for v in row] for row in trials[columns].itertuples(index=False)]
+            self.doc.add(Heading(2, f"Sweep {study}"),
+                         Table([c.removeprefix("params_") for c in columns], rows, f"the trials of sweep {study}"))
+            paths = [self.copy(f"sweep_{study}_{Path(p).stem}", p) for p in sweep["figures"]]
+            for start in range(0, len(paths), 2):
+                pair = paths[start:start + 2]
+                self.doc.add(Figure(pair, [f"Optuna's {Path(p).stem.split('_', 2)[-1].replace('_', ' ')} figure, "
+                                           f"sweep {study}" for p in pair]))
+
+
+def _differ_in_g_loss_only(a: RunData, b: RunData) -> bool:
+    sa, sb = dict(a.setting()), dict(b.setting())
+    return {k for k in sa.keys() | sb.keys() if sa.get(k) != sb.get(k)} == {"train.g_loss"}
+
+
+def _share(run: RunData, step: int) -> float:
+    return metrics.period2_share(metrics.amplitude_spectrum(metrics.grid_cells(read_png(run.images[f"step{step}"]), 10, 10)))
+
+
+def _mean_sd(values: np.ndarray) -> str:
+    values = values[~np.isnan(values)]
+    if not len(values):
+        return "–"
+    return f"{values.mean():.3f} ± {values.std(ddof=1):.3f}" if len(values) > 1 else f"{values[0]:.3f}"

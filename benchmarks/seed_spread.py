@@ -28,7 +28,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline import evaluate, judge, models, train, tracking  # noqa: E402
+from pipeline import evaluate, hardware, judge, models, train, tracking  # noqa: E402
 from pipeline.config import load_config, split_overrides  # noqa: E402
 from pipeline.data import as_tensors, prepare  # noqa: E402
 
@@ -64,7 +64,7 @@ def load_classifier(path: str, device: torch.device) -> models.Classifier:
 def worker(tag: str, files: list[str], overrides: list[str], classifier_path: str, out: str) -> None:
     cfg = load_config(files, overrides)
     arrays, _ = prepare(cfg.data, log=lambda s: None)
-    device = train.pick_device(cfg.train.device)
+    device = hardware.pick_device(cfg.train.device)
     tensors = as_tensors(arrays, device)
     evaluator = evaluate.Evaluator(cfg, load_classifier(classifier_path, device), tensors)
     with tempfile.TemporaryDirectory() as tmp:
@@ -110,7 +110,7 @@ def main() -> None:
 
     cfg = load_config(args.config, shared)
     arrays, info = prepare(cfg.data)
-    tensors = as_tensors(arrays, train.pick_device(cfg.train.device))
+    tensors = as_tensors(arrays, hardware.pick_device(cfg.train.device))
     tmp = tempfile.TemporaryDirectory()
     if args.classifier:
         classifier_path = args.classifier

@@ -22,6 +22,7 @@ ARCHES = ("paper", "tconv", "upsample_sn")
 REAL_FAKE_BATCH = ("separate", "joint")
 G_LOSSES = ("non_saturating", "saturating")
 DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("auto", "fp32", "bf16")
 
 
 @dataclass
@@ -82,6 +83,10 @@ class TrainConfig:
     # Metrics are averaged over this many iterations and logged in one batch.
     log_every: int = 25
     device: str = "auto"
+    # Forward passes of the step in bf16 autocast (weights, optimiser state, losses and the
+    # evaluation stay fp32): auto = bf16 where the hardware runs it (a CUDA GPU with bf16, a CPU
+    # with AMX or AVX512-BF16), fp32 elsewhere | fp32 | bf16.
+    precision: str = "auto"
     # torch intra-op threads; 0 = one per CPU core.
     threads: int = 0
 
@@ -247,6 +252,7 @@ def validate(cfg: DictConfig, sources: Optional[dict] = None) -> None:
     choice("model.arch", ARCHES)
     choice("train.g_loss", G_LOSSES)
     choice("train.device", DEVICES)
+    choice("train.precision", PRECISIONS)
     choice("train.real_fake_batch", REAL_FAKE_BATCH)
     for key in ("model.noise_dim", "train.epochs", "train.batch_size", "train.log_every",
                 "model.q_hidden", "train.steps_per_epoch", "data.train_subset"):

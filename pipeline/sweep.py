@@ -650,7 +650,7 @@ def run(path: str | Path, storage: Optional[str] = None, workers: int = 1,
         raise ConfigError(f"--workers is {workers}; it must be >= 1")
     from . import data, tracking
     from .evaluate import get_classifier
-    from .train import pick_device
+    from .hardware import pick_device
 
     url = storage or spec.storage or default_storage()
     base = base_config(spec)

@@ -8,10 +8,11 @@ import signal
 import sys
 import threading
 import time
+import contextlib
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import Callable, ContextManager, Iterator, Optional
 
 import numpy as np
 import torch
@@ -19,7 +20,7 @@ from omegaconf import DictConfig
 from torch.optim.swa_utils import AveragedModel
 from tqdm import tqdm
 
-from . import augment, checkpoint, latents, losses, models
+from . import augment, checkpoint, hardware, latents, losses, models
 from .config import ConfigError, config_hash, flatten, from_yaml, resolve_path, to_yaml
 from .data import as_tensors, prepare
 from .images import grid_array
@@ -120,7 +121,8 @@ def frozen(module: torch.nn.Module) -> Iterator[None]:
 def train_step(g: models.Generator, d: models.Discriminator, opt: Optimisers, x: torch.Tensor,
                z: torch.Tensor, c: torch.Tensor, code_weight: float, g_loss_kind: str,
                info_trains_d_trunk: bool, joint_batch: bool = False,
-               info_view: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> dict[str, torch.Tensor]:
+               info_view: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+               precision: Callable[[], ContextManager] = contextlib.nullcontext) -> dict[str, torch.Tensor]:
     """One InfoGAN iteration on real batch ``x`` with latents (z, c). Returns detached scalars.
 
     One fake batch serves both steps: G runs once, the D step reads it detached, the G step
@@ -136,9 +138,13 @@ def train_step(g: models.Generator, d: models.Discriminator, opt: Optimisers, x:
     ``info_view(fake)``, a randomly rotated, scaled and shifted copy, so Q relies on what survives
     such changes (the digit's identity), not on slant, size or position. The G step is unchanged:
     G makes its codes recognisable to that Q. Costs one more trunk pass in the D step.
+
+    ``precision()`` is the context the forward passes run in (``hardware.autocast``: bf16
+    autocast, or nothing); the losses are computed in fp32 from the logits either way.
     """
     n_real = x.shape[0]
-    fake = g(z, latents.one_hot(c, g.code_dim))
+    with precision():
+        fake = g(z, latents.one_hot(c, g.code_dim))
 
     def trunk(images: torch.Tensor) -> torch.Tensor:
         """D's trunk on [real; images], or on images alone; returns the features of images."""
@@ -148,30 +154,34 @@ def train_step(g: models.Generator, d: models.Discriminator, opt: Optimisers, x:
 
     # D step: real -> 1, fake -> 0; Q learns to read c back from the fake (openai/InfoGAN puts
     # the info term in D's objective; the flag decides whether it may shape D's trunk too).
-    if joint_batch and d.batch_norm:
-        h = d.trunk(torch.cat([x, fake.detach()]))
-        d_real, d_fake = d.head(h).squeeze(1).split([n_real, fake.shape[0]])
-        h_fake = h[n_real:]
-    else:
-        d_real = d.head(d.trunk(x)).squeeze(1)
-        h_fake = d.trunk(fake.detach())
-        d_fake = d.head(h_fake).squeeze(1)
-    if info_view is not None:
-        h_fake = trunk(info_view(fake.detach()))
-    q_logits = d.q(h_fake if info_trains_d_trunk else h_fake.detach())
+    with precision():
+        if joint_batch and d.batch_norm:
+            h = d.trunk(torch.cat([x, fake.detach()]))
+            d_real, d_fake = d.head(h).squeeze(1).split([n_real, fake.shape[0]])
+            h_fake = h[n_real:]
+        else:
+            d_real = d.head(d.trunk(x)).squeeze(1)
+            h_fake = d.trunk(fake.detach())
+            d_fake = d.head(h_fake).squeeze(1)
+        if info_view is not None:
+            h_fake = trunk(info_view(fake.detach()))
+        q_logits = d.q(h_fake if info_trains_d_trunk else h_fake.detach())
+    d_real, d_fake = d_real.float(), d_fake.float()
     loss_d = losses.d_loss(d_real, d_fake)
     opt.d.zero_grad(set_to_none=True)
     opt.q.zero_grad(set_to_none=True)
-    (loss_d + code_weight * losses.info_loss(q_logits, c)).backward()
+    (loss_d + code_weight * losses.info_loss(q_logits.float(), c)).backward()
     opt.d.step()
     opt.q.step()
 
     # G step: fool the updated D, and make c recoverable by Q; D and Q stay fixed here.
     with frozen(d):
-        h = trunk(fake)
-        d_fake_after = d.head(h).squeeze(1)
+        with precision():
+            h = trunk(fake)
+            d_fake_after = d.head(h).squeeze(1).float()
+            q_logits = d.q(h).float()
         loss_g = losses.g_loss(d_fake_after, g_loss_kind)
-        loss_info = losses.info_loss(d.q(h), c)
+        loss_info = losses.info_loss(q_logits, c)
         opt.g.zero_grad(set_to_none=True)
         (loss_g + code_weight * loss_info).backward()
         # How much G is told to change: where the saturating loss's gradient vanishes, this shows it.
@@ -187,18 +197,6 @@ def train_step(g: models.Generator, d: models.Discriminator, opt: Optimisers, x:
         "prob/d_fake_after_g": torch.sigmoid(d_fake_after.detach()).mean(),
         "grad/g_norm": g_norm.detach(),
     }
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("train.device is 'cuda' but no CUDA device is available (use auto or cpu)")
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(name)
-
-
-def set_threads(threads: int) -> None:
-    torch.set_num_threads(threads or os.cpu_count() or 1)
 
 
 @torch.no_grad()
@@ -253,8 +251,9 @@ def fit(cfg: DictConfig, tracker, ckpt_path: Path, resume: Optional[dict] = None
     reports to its pruner there; an exception it raises ends training with the run resumable).
     """
     tcfg, mcfg = cfg.train, cfg.model
-    set_threads(tcfg.threads)
-    device = pick_device(tcfg.device)
+    hardware.set_threads(tcfg.threads)
+    device = hardware.pick_device(tcfg.device)
+    precision = hardware.resolve_precision(tcfg.precision, device)
     torch.manual_seed(cfg.seed)
     g, d = models.build(mcfg)
     g.to(device)
@@ -262,6 +261,10 @@ def fit(cfg: DictConfig, tracker, ckpt_path: Path, resume: Optional[dict] = None
     opt = make_optimisers(g, d, tcfg)
     rng = torch.Generator(device=device).manual_seed(cfg.seed + 1)
     noise = latents.fixed_noise(N_STYLES, mcfg.noise_dim, cfg.seed).to(device)
+    log(f"training on {device.type} in {precision} ({hardware.describe(device, tcfg.precision, precision)})")
+    tracker.set_tags({"infogan.precision": precision})
+    if resume is None:
+        tracker.log_params({"precision_used": precision})
     info_view = q_view(rng) if tcfg.info_augment else None
     g_ema = averaged(g, tcfg.ema_decay) if tcfg.ema_decay else None
     shown_g = g if g_ema is None else g_ema.module  # the generator evaluated, drawn and returned
@@ -340,7 +343,8 @@ def fit(cfg: DictConfig, tracker, ckpt_path: Path, resume: Optional[dict] = None
                 if decay_steps:
                     set_lr_scale(opt, tcfg, lr_scale(step, total_steps, decay_steps))
                 acc.add(train_step(g, d, opt, x, z, c, tcfg.code_weight, tcfg.g_loss,
-                                   tcfg.info_trains_d_trunk, tcfg.real_fake_batch == "joint", info_view))
+                                   tcfg.info_trains_d_trunk, tcfg.real_fake_batch == "joint", info_view,
+                                   lambda: hardware.autocast(precision, device)))
                 if g_ema is not None:
                     g_ema.update_parameters(g)
                 step += 1
@@ -498,7 +502,7 @@ def run(cfg: DictConfig, resume: Optional[str] = None, epochs: Optional[int] = N
     if cfg.eval.every_epochs:
         from .evaluate import Evaluator, get_classifier
 
-        tensors = as_tensors(arrays, pick_device(cfg.train.device))
+        tensors = as_tensors(arrays, hardware.pick_device(cfg.train.device))
         classifier, _, _ = get_classifier(cfg, tensors, info.sha256, log)
         evaluator = Evaluator(cfg, classifier, tensors)
     with tracking.start_run(cfg.tracking.experiment, cfg.tracking.run_name, run_id=resume,

@@ -123,7 +123,14 @@ class Discriminator(nn.Module):
         # train.train_step and train.real_fake_batch).
         self.batch_norm = arch == "tconv"
         self.head = norm(nn.Linear(256, 1))
-        self.q = nn.Sequential(nn.Linear(256, q_hidden), _d_act(), nn.Linear(q_hidden, code_dim))
+        if arch == "upsample_sn":
+            # Spectral norm leaves the trunk's features about 1000x smaller than batch norm does
+            # (std ~0.003 at the start): Q's logits stayed at 0 and its loss at ln 10 for epochs.
+            # The InfoGAN paper's Q normalises its hidden layer; so does this variant's.
+            self.q = nn.Sequential(nn.Linear(256, q_hidden, bias=False), nn.BatchNorm1d(q_hidden), _d_act(),
+                                   nn.Linear(q_hidden, code_dim))
+        else:
+            self.q = nn.Sequential(nn.Linear(256, q_hidden), _d_act(), nn.Linear(q_hidden, code_dim))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(d_logit [B], q_logits [B, code_dim])."""

@@ -107,6 +107,19 @@ def test_info_term_reaches_d_trunk_only_when_flag_is_set(trains_trunk, arch, joi
     assert all(gr.abs().sum() == 0 for gr in without_info["q"])  # Q learns from the info term alone
 
 
+def test_q_learns_to_read_the_code_within_a_few_steps():
+    """The info loss must fall below ln 10 (Q guessing): with spectral norm's small features an
+    unnormalised Q head stayed at ln 10 for epochs (upsample_sn, before its Q got batch norm)."""
+    cfg = load_config([], ["train.batch_size=32", "model.arch=upsample_sn"])
+    torch.manual_seed(0)
+    g, d = models.build(cfg.model)
+    opt = make_optimisers(g, d, cfg.train)
+    x = torch.rand(32, 1, 28, 28)
+    info = [train_step(g, d, opt, x, torch.randn(32, 54), torch.randint(10, (32,)), 1.0, "non_saturating", True,
+                       joint_batch=False)["loss/info"].item() for _ in range(40)]
+    assert sum(info[-5:]) / 5 < math.log(10) - 0.3, info  # 1.56 with the normalised Q, 2.30 without
+
+
 def test_logged_g_gradient_norm_is_the_norm_of_what_gs_optimiser_applies():
     grads = run_step(1.0, True)
     expected = torch.cat([gr.flatten() for gr in grads["g"]]).double().norm().float()  # 6.6M squares: sum in float64

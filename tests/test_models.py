@@ -24,7 +24,8 @@ def test_upsample_sn_has_no_transposed_convs_and_d_no_batch_norm():
     g, d = models.build(load_config([], ["model.arch=upsample_sn"]).model)
     assert not any(isinstance(m, nn.ConvTranspose2d) for m in g.modules())
     assert any(isinstance(m, nn.Upsample) for m in g.modules())
-    assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in d.modules())
+    assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in [*d.trunk.modules(), *d.head.modules()])
+    assert any(isinstance(m, nn.BatchNorm1d) for m in d.q.modules())  # Q normalises its hidden layer
     assert sum(hasattr(m, "parametrizations") for m in d.modules()) == 4  # 3 trunk layers + D head
 
 

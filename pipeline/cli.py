@@ -212,9 +212,25 @@ def _generate(args) -> int:
         raise UsageError("--n and --styles must be at least 1")
     if args.raw and args.out.suffix != ".npz":
         raise UsageError(f"--raw writes an .npz array; --out is {args.out}")
+    if not args.raw and args.out.suffix.lower() != ".png":
+        raise UsageError(f"--out must end in .png (or .npz with --raw); not {args.out}")
+    _check_writable(args.out)
     evaluate.generate(args.run_id, args.out, digit=args.digit, n=args.n, demo_grid=args.demo,
                       raw_styles=args.styles if args.raw else None, seed=args.seed)
     return 0
+
+
+def _check_writable(path: Path) -> None:
+    """Fail before any work when the output file cannot be written (a missing folder is made)."""
+    existed = path.exists()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "ab"):
+            pass
+    except OSError as e:
+        raise UsageError(f"cannot write --out {path}: {e.strerror or e}") from None
+    if not existed:
+        path.unlink()
 
 
 def _sweep(args) -> int:

@@ -116,3 +116,14 @@ def test_cli_reports_config_errors_before_any_work(capsys, tmp_path, monkeypatch
 def test_cli_config_prints_resolved_yaml(capsys):
     assert cli.main(["config", "train.epochs=9"]) == 0
     assert yaml.safe_load(capsys.readouterr().out)["train"]["epochs"] == 9
+
+
+@pytest.mark.parametrize("out, says", [("grid.gif", "must end in .png"), ("a_file/x.png", "cannot write --out")])
+def test_generate_refuses_an_output_it_cannot_write_before_any_work(capsys, tmp_path, monkeypatch, out, says):
+    monkeypatch.setenv("INFOGAN_HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a_file").write_text("")
+    assert cli.main(["generate", "--run-id", "r", "--demo", "--out", out]) == 2
+    err = capsys.readouterr().err
+    assert says in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "mlflow.db").exists()  # stopped before touching the store

@@ -195,11 +195,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 130
     except Exception as e:  # noqa: BLE001  (stage errors carry their own explanation)
         from .data import DataError
+        from .tracking import TrackingUnreachable
         from .train import Interrupted, NonFiniteLoss
 
         if isinstance(e, Interrupted):
             return 143
-        if isinstance(e, (DataError, NonFiniteLoss)):
+        if isinstance(e, (DataError, NonFiniteLoss, TrackingUnreachable)):
             print(f"infogan {args.command}: {e}", file=sys.stderr)
             return 1
         raise

@@ -32,9 +32,37 @@ def is_local_store(uri: str) -> bool:
     return uri.startswith("sqlite:")
 
 
+class TrackingUnreachable(RuntimeError):
+    """The tracking server named by MLFLOW_TRACKING_URI does not answer."""
+
+
+_answered: set[str] = set()
+
+
+def check_server(uri: str, timeout: float = 5.0) -> None:
+    """An HTTP tracking server must answer its health check within ``timeout`` seconds: without
+    this, MLflow's client retries for minutes before its first error."""
+    if not uri.startswith(("http://", "https://")) or uri in _answered:
+        return
+    import urllib.error
+    import urllib.request
+
+    try:
+        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout).close()
+    except urllib.error.HTTPError:
+        pass  # it answered (an authenticating proxy may refuse /health); requests will say more
+    except (urllib.error.URLError, OSError) as e:
+        reason = getattr(e, "reason", None) or e
+        raise TrackingUnreachable(f"the MLflow tracking server {uri} does not answer ({reason}); start it, "
+                                  "or unset MLFLOW_TRACKING_URI to use the local store ./mlflow.db") from None
+    _answered.add(uri)
+
+
 def configure() -> str:
-    """Point MLflow at the project's store (or ``MLFLOW_TRACKING_URI``); returns the URI."""
+    """Point MLflow at the project's store (or ``MLFLOW_TRACKING_URI``, checked to answer);
+    returns the URI."""
     uri = tracking_uri()
+    check_server(uri)
     mlflow.set_tracking_uri(uri)
     return uri
 

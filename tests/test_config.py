@@ -127,3 +127,16 @@ def test_generate_refuses_an_output_it_cannot_write_before_any_work(capsys, tmp_
     err = capsys.readouterr().err
     assert says in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "mlflow.db").exists()  # stopped before touching the store
+
+
+def test_an_unreachable_tracking_server_is_named_in_one_line(capsys, tmp_path, monkeypatch):
+    import socket
+
+    with socket.socket() as s:  # a loopback port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("INFOGAN_HOME", str(tmp_path))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
+    assert cli.main(["train", "-c", str(REPO / "configs" / "smoke.yaml")]) == 1
+    err = capsys.readouterr().err
+    assert f"http://127.0.0.1:{port} does not answer" in err and len(err.strip().splitlines()) == 1, err

@@ -9,6 +9,8 @@ from typing import Any
 
 import torch
 
+from . import faults
+
 CHECKPOINT_FILE = "last.pt"
 
 
@@ -22,6 +24,7 @@ def save(path: Path, state: dict[str, Any]) -> None:
             torch.save(state, f)
             f.flush()
             os.fsync(f.fileno())
+        faults.point("checkpoint_written")
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

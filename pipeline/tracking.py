@@ -139,8 +139,12 @@ def new_run(experiment: str, run_name: str, tags: dict[str, Any]) -> str:
     return run.info.run_id
 
 
-def end_run(run_id: str, status: str) -> None:
-    MlflowClient().set_terminated(run_id, status)
+def end_run(run_id: str, status: str, reason: Optional[str] = None) -> None:
+    """End a run from outside it; ``reason`` goes to the tag infogan.stop_reason."""
+    client = MlflowClient()
+    if reason:
+        client.set_tag(run_id, f"{TAG_PREFIX}stop_reason", reason)
+    client.set_terminated(run_id, status)
 
 
 def get_run(run_id: str):
@@ -236,6 +240,17 @@ class MlflowTracker:
         with _as_active(self.run_id):
             mlflow.log_image(image, key=key, step=step, synchronous=True)
 
+    def image_steps(self, key: str) -> set[int]:
+        """Steps at which a step-indexed image ``key`` is already logged (MLflow names each file
+        ``images/<key>+step+<step>+timestamp+...``)."""
+        prefix = key.replace("/", "~") + "+step+"
+        steps = set()
+        for entry in self.client.list_artifacts(self.run_id, "images"):
+            name = entry.path.rsplit("/", 1)[-1]
+            if name.startswith(prefix):
+                steps.add(int(name[len(prefix):].split("+", 1)[0]))
+        return steps
+
     def log_artifact(self, path: Path, artifact_path: Optional[str] = None) -> None:
         self.client.log_artifact(self.run_id, str(path), artifact_path)
 
@@ -267,6 +282,13 @@ class MlflowTracker:
                 pytorch_logger.setLevel(level)
         return f"runs:/{self.run_id}/{name}"
 
+    def has_model(self, name: str) -> bool:
+        """Whether this run already logged a complete model ``name`` (a resumed close skips it)."""
+        experiment_id = self.client.get_run(self.run_id).info.experiment_id
+        found = self.client.search_logged_models(
+            [experiment_id], filter_string=f"source_run_id = '{self.run_id}' AND name = '{name}'")
+        return any(str(m.status).endswith("READY") for m in found)
+
     def log_dataset(self, features, targets, name: str, source: str, digest: str, context: str) -> None:
         import warnings
 
@@ -295,6 +317,8 @@ class NullTracker:
     def __getattr__(self, name: str):
         if name == "last_step":
             return lambda key: -1
+        if name == "image_steps":
+            return lambda key: set()
         return lambda *args, **kwargs: None
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -20,7 +21,7 @@ from omegaconf import DictConfig
 from torch.optim.swa_utils import AveragedModel
 from tqdm import tqdm
 
-from . import augment, checkpoint, hardware, latents, losses, models
+from . import augment, checkpoint, faults, hardware, latents, losses, models
 from .config import ConfigError, config_hash, flatten, from_yaml, resolve_path, to_yaml
 from .data import as_tensors, prepare
 from .images import grid_array
@@ -307,6 +308,9 @@ def fit(cfg: DictConfig, tracker, ckpt_path: Path, resume: Optional[dict] = None
     # Steps already in the store (logged after the checkpoint, before a crash) are recomputed
     # identically but not logged twice.
     logged_through = tracker.last_step("loss/d")
+    # The same for the epoch-end work (evaluation, grid): perf/epoch marks it done at a step.
+    epoch_end_through = tracker.last_step("perf/epoch") if resume is not None else -1
+    grid_steps = tracker.image_steps("samples") if resume is not None else set()
 
     def state() -> dict:
         return {
@@ -364,6 +368,7 @@ def fit(cfg: DictConfig, tracker, ckpt_path: Path, resume: Optional[dict] = None
                     last["perf/img_per_s"] = interval_images / max(elapsed, 1e-9)
                     if step > logged_through:
                         tracker.log_metrics(last, step=step)
+                    faults.point("step_logged")
                     bar.set_postfix({k.split("/")[-1]: f"{v:.3f}" for k, v in last.items()
                                      if k in ("loss/d", "loss/g", "loss/info")})
                     acc = _Accumulator()
@@ -374,16 +379,20 @@ def fit(cfg: DictConfig, tracker, ckpt_path: Path, resume: Optional[dict] = None
             epoch, it, perm = epoch + 1, 0, None
             _check_finite_params(g, d, step, ckpt_path)
             every = cfg.eval.every_epochs
+            if step not in grid_steps:
+                tracker.log_image(grid_array(sample_grid(shown_g, noise), nrow=N_STYLES), key="samples", step=step)
             if evaluator is not None and every and (epoch % every == 0 or epoch == tcfg.epochs):
                 measured = evaluator(shown_g, d).as_metrics()
                 last.update(measured)
-                tracker.log_metrics({**measured, "perf/train_seconds": train_seconds,
+                faults.point("evaluated")
+            if step > epoch_end_through:
+                tracker.log_metrics({**(measured or {}), "perf/train_seconds": train_seconds,
                                      "perf/epoch": float(epoch)}, step=step)
+            if measured is not None:
                 log(f"epoch {epoch} evaluation: generated accuracy {measured['eval/gen_accuracy']:.3f}, "
                     f"Q accuracy {measured['eval/q_accuracy']:.3f}, demo min "
                     f"{measured['eval/demo_score_min']:.0f}/10"
                     + (f", FLD {measured['eval/fld']:.1f}" if "eval/fld" in measured else ""))
-            tracker.log_image(grid_array(sample_grid(shown_g, noise), nrow=N_STYLES), key="samples", step=step)
             tracker.flush()
             checkpoint.save(ckpt_path, state())
             tracker.log_artifact(ckpt_path, "checkpoints")
@@ -438,9 +447,13 @@ def find_checkpoint(cfg: DictConfig, run_id: str) -> Optional[Path]:
     return Path(path)
 
 
-def find_interrupted_run(cfg: DictConfig) -> Optional[str]:
+def find_interrupted_run(cfg: DictConfig, log: Callable[[str], None] = print) -> Optional[str]:
     """A run of the same config that stopped before finishing, has a checkpoint, and no live
-    process holds: what ``infogan train`` resumes automatically after a crash."""
+    process holds: what ``infogan train`` resumes automatically after a crash.
+
+    A run of this config and this machine still marked RUNNING that no process holds and that
+    has no checkpoint (killed before its first epoch ended) cannot be resumed: it is ended
+    FAILED with the reason as a tag, and the user is told."""
     from mlflow import MlflowClient
 
     client = MlflowClient()
@@ -451,6 +464,7 @@ def find_interrupted_run(cfg: DictConfig) -> Optional[str]:
         [experiment.experiment_id],
         filter_string=f"tags.`infogan.config_hash` = '{config_hash(cfg)}' and attributes.status != 'FINISHED'",
         order_by=["attributes.start_time DESC"], max_results=20)
+    found = None
     for run in runs:
         if run.data.tags.get("infogan.stop_reason") == "non_finite":
             continue
@@ -458,8 +472,21 @@ def find_interrupted_run(cfg: DictConfig) -> Optional[str]:
         if checkpoint.RunLock(folder).is_held_elsewhere():
             continue
         if find_checkpoint(cfg, run.info.run_id) is not None:
-            return run.info.run_id
-    return None
+            found = found or run.info.run_id
+        elif run.info.status == "RUNNING" and run.data.tags.get("infogan.host") == socket.gethostname():
+            from . import tracking
+
+            tracking.end_run(run.info.run_id, "FAILED", reason="killed before its first checkpoint")
+            log(f"run {run.info.run_id} was left RUNNING by a process that died before its first "
+                "checkpoint; nothing to resume, so it is now marked FAILED")
+    return found
+
+
+def _remove_partial_checkpoints(folder: Path) -> None:
+    """Temporary files of a checkpoint write that a crash cut off (the checkpoint itself is
+    replaced only by an atomic rename, so it is whole)."""
+    for tmp in folder.glob(f"{checkpoint.CHECKPOINT_FILE}*.tmp"):
+        tmp.unlink(missing_ok=True)
 
 
 def run(cfg: DictConfig, resume: Optional[str] = None, epochs: Optional[int] = None,
@@ -481,7 +508,7 @@ def run(cfg: DictConfig, resume: Optional[str] = None, epochs: Optional[int] = N
     state = None
     # Under `mlflow run` the run is already chosen (MLFLOW_RUN_ID): never swap in another one.
     if resume is None and auto_resume and not os.environ.get("MLFLOW_RUN_ID"):
-        resume = find_interrupted_run(cfg)
+        resume = find_interrupted_run(cfg, log)
         if resume:
             log(f"found interrupted run {resume} with this config; resuming it (--fresh starts anew)")
     if resume is not None:
@@ -494,8 +521,13 @@ def run(cfg: DictConfig, resume: Optional[str] = None, epochs: Optional[int] = N
         if epochs is not None:
             cfg.train.epochs = epochs
         if state["epoch"] >= cfg.train.epochs:
-            raise ConfigError(f"run {resume} already trained {state['epoch']} epochs; pass "
-                              f"train.epochs=N with N > {state['epoch']} to train it longer")
+            stored = tracking.get_run(resume)
+            if stored is None or stored.info.status == "FINISHED":
+                raise ConfigError(f"run {resume} already trained {state['epoch']} epochs; pass "
+                                  f"train.epochs=N with N > {state['epoch']} to train it longer")
+            # Its training ended but the process died before the close: the final grid, the
+            # models and the run's status are all that is left to do.
+            log(f"run {resume} finished training but was not closed; completing it")
 
     arrays, info = prepare(cfg.data, log=log)
     evaluator = None
@@ -516,10 +548,12 @@ def run(cfg: DictConfig, resume: Optional[str] = None, epochs: Optional[int] = N
         lock = checkpoint.RunLock(checkpoint_path(cfg, run_id).parent)
         if not lock.acquire():
             raise RuntimeError(f"run {run_id} is being trained by another process")
+        _remove_partial_checkpoints(checkpoint_path(cfg, run_id).parent)
         try:
             if state is None:
                 tracker.log_params(flatten(cfg))
                 tracker.set_tags({"infogan.stage": "train", "infogan.config_hash": config_hash(cfg),
+                                  "infogan.host": socket.gethostname(),
                                   "infogan.data_source": info.source, "infogan.data_sha256": info.sha256})
                 tracker.log_text(to_yaml(cfg), "config.yaml")
                 _log_fixed_noise(tracker, latents.fixed_noise(N_STYLES, cfg.model.noise_dim, cfg.seed))
@@ -532,11 +566,14 @@ def run(cfg: DictConfig, resume: Optional[str] = None, epochs: Optional[int] = N
             except NonFiniteLoss:
                 tracker.set_tags({"infogan.stop_reason": "non_finite"})
                 raise
+            faults.point("trained")
             final = grid_array(sample_grid(result["g"], result["noise"]), nrow=N_STYLES)
             _log_png(tracker, final, "samples/final.png")
             if cfg.tracking.log_model:
-                tracker.log_model(models.exportable(result["g"].cpu()), "generator")
-                tracker.log_model(models.exportable(result["d"].cpu()), "discriminator")
+                for name, module in (("generator", result["g"]), ("discriminator", result["d"])):
+                    if state is None or not tracker.has_model(name):  # a resumed close logs each once
+                        tracker.log_model(models.exportable(module.cpu()), name)
+                    faults.point(f"{name}_logged")
             tracker.set_tags({"infogan.stop_reason": "finished"})
             tracker.flush()
         finally:

@@ -1,0 +1,98 @@
+"""Fault injection: a smoke run SIGKILLed at chosen points (reached deterministically through
+pipeline.faults, not by timing), then the plain command again. Every case must end with one
+FINISHED run whose curves equal an uninterrupted run's, one point per step, nothing RUNNING,
+no temporary checkpoint file left."""
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+
+import pytest
+from mlflow import MlflowClient
+
+from conftest import SMOKE, subprocess_env
+from pipeline import faults, tracking
+
+# (kill point, what it interrupts); smoke: 2 epochs of 8 steps, a point logged every 2 steps.
+CASES = [
+    ("step_logged:1", "mid-epoch, before the first checkpoint"),
+    ("evaluated:2", "during the last epoch's evaluation"),
+    ("step_logged:6", "mid-epoch, after a checkpoint"),
+    ("checkpoint_written:2", "inside the last checkpoint's write"),
+    ("trained", "between the last checkpoint and the close"),
+    ("generator_logged", "inside model logging"),
+]
+
+
+def train(home, mnist_cache, kill_at=None) -> subprocess.CompletedProcess:
+    env = subprocess_env(home)
+    env.pop(faults.ENV, None)
+    if kill_at:
+        env[faults.ENV] = kill_at
+    command = [sys.executable, "-m", "pipeline", "train", "-c", str(SMOKE), f"data.cache_dir={mnist_cache}",
+               "tracking.log_model=true"]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+
+
+def grid_steps(run_id: str) -> list[int]:
+    """The step of every sample grid logged (MLflow names each image file
+    samples+step+<step>+timestamp+<ms>+<uuid>.<ext>; one grid may have several files)."""
+    names = [a.path.rsplit("/", 1)[-1] for a in MlflowClient().list_artifacts(run_id, "images")]
+    return sorted(int(step) for step, _ in {tuple(n.split("+")[2:5:2]) for n in names if n.startswith("samples+step+")})
+
+
+def curves(run_id: str) -> dict:
+    client = MlflowClient()
+    keys = client.get_run(run_id).data.metrics
+    return {key: [(m.step, m.value) for m in sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)]
+            for key in keys if not key.startswith("perf/") and not key.startswith("system/")}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, mnist_cache, store_template):
+    import shutil
+
+    home = tmp_path_factory.mktemp("reference")
+    shutil.copyfile(store_template, home / "mlflow.db")
+    done = train(home, mnist_cache)
+    assert done.returncode == 0, done.stderr[-2000:]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{home / 'mlflow.db'}")
+        tracking.configure()
+        client = MlflowClient()
+        (run,) = client.search_runs([client.get_experiment_by_name("smoke").experiment_id])
+        return curves(run.info.run_id), grid_steps(run.info.run_id)
+
+
+@pytest.mark.parametrize("kill_at, what", CASES, ids=[c[0] for c in CASES])
+def test_killed_run_is_finished_by_the_plain_rerun(home, mnist_cache, uninterrupted, kill_at, what):
+    killed = train(home, mnist_cache, kill_at)
+    assert killed.returncode == -signal.SIGKILL, (what, killed.stderr[-2000:])
+    rerun = train(home, mnist_cache)
+    assert rerun.returncode == 0, (what, rerun.stderr[-2000:])
+
+    client = MlflowClient()
+    runs = client.search_runs([client.get_experiment_by_name("smoke").experiment_id])
+    assert not [r for r in runs if r.info.status == "RUNNING"], what
+    (finished,) = [r for r in runs if r.info.status == "FINISHED"]
+    others = [r for r in runs if r.info.status != "FINISHED"]
+    if kill_at == "step_logged:1":  # nothing to resume: ended FAILED, the user told, a new run trained
+        assert len(others) == 1 and others[0].data.tags["infogan.stop_reason"].startswith("killed before")
+        assert "now marked FAILED" in rerun.stdout
+    else:
+        assert not others and "resuming" in rerun.stdout, rerun.stdout
+    if kill_at in ("trained", "generator_logged"):
+        assert "completing it" in rerun.stdout
+
+    reference_curves, reference_grids = uninterrupted
+    got = curves(finished.info.run_id)
+    assert got == reference_curves, what  # every metric: same steps, one point each, same values
+    assert grid_steps(finished.info.run_id) == reference_grids, what  # one grid per epoch
+    assert "samples/final.png" in {a.path for a in client.list_artifacts(finished.info.run_id, "samples")}
+    tracker = tracking.MlflowTracker(finished.info.run_id)
+    assert tracker.has_model("generator") and tracker.has_model("discriminator")
+    models = client.search_logged_models([finished.info.experiment_id],
+                                         filter_string=f"source_run_id = '{finished.info.run_id}'")
+    assert sorted(m.name for m in models if str(m.status).endswith("READY")) == ["discriminator", "generator"]
+    assert not list((home / "checkpoints").rglob("*.tmp")), what

@@ -1,153 +1,188 @@
-"""Training throughput (images/s) per architecture: the project's step against a textbook loop,
-what each optimisation gives, and what MLflow tracking costs. Variants are interleaved round by
-round (the machine is shared; neighbours move absolute numbers) and medians are printed.
+"""Training throughput (images/s) of the step, variant by variant, alone and beside a second
+busy process. Every figure comes from a fresh worker process (so each runs with its own
+environment, e.g. OpenMP's wait policy), variants are interleaved round by round, and medians
+are printed (the machine is shared; neighbours move absolute numbers).
 
-    .venv/bin/python benchmarks/train_speed.py [--rounds 3] [--iters 40] [--batch-size 128]
+    .venv/bin/python benchmarks/train_speed.py [--archs paper,tconv] [--rounds 3] [--seconds 20]
+        [--variants textbook,default,bf16,channels_last,compile] [--beside]
+
+Variants: ``textbook`` (a fresh D forward in the G step with D's weight gradients, fp32, as
+public InfoGAN code trains, with OpenMP as the environment leaves it, not as ``pipeline`` sets it); ``default`` (the project's step as ``infogan train`` runs it:
+Q's augmented view, G's average, ``train.precision=auto``); ``fp32``/``bf16`` (the default step
+at that precision); ``channels_last``; ``compile`` (``torch.compile`` of G and D; its compile time
+is printed apart, to weigh against a whole run); ``fused_adam``; ``b256`` (batch 256);
+``1thread``; ``omp_spin``/``omp_passive``/``omp_default``/``omp_short_spin`` (OpenMP's threads
+spin while they wait, sleep at once, do as libgomp does unless told: spin a while, then sleep,
+or spin only briefly: GOMP_SPINCOUNT=10000). ``--beside``
+runs each variant a second time beside an identical second process and reports what the slower
+of the two keeps of the alone figure.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
+import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from pipeline import latents, losses, models  # noqa: E402
-from pipeline.config import load_config  # noqa: E402
-from pipeline.train import averaged, make_optimisers, q_view, train_step  # noqa: E402
-
-
-def textbook_step(g, d, opt_d, opt_gq, x, z, c, code_weight):
-    """How public InfoGAN code trains: separate D passes for real and fake, then a fresh D pass
-    for the G step with D's weight gradients computed (and thrown away); Q trained with G."""
-    fake = g(z, latents.one_hot(c, g.code_dim))
-    opt_d.zero_grad()
-    d_real, _ = d(x)
-    d_fake, _ = d(fake.detach())
-    losses.d_loss(d_real, d_fake).backward()
-    opt_d.step()
-    opt_gq.zero_grad()
-    d_fake, q_logits = d(fake)
-    (losses.g_loss(d_fake, "non_saturating") + code_weight * losses.info_loss(q_logits, c)).backward()
-    opt_gq.step()
+ROOT = Path(__file__).resolve().parents[1]
+VARIANTS = ("textbook", "default", "fp32", "bf16", "channels_last", "compile", "fused_adam", "b256",
+            "1thread", "omp_spin", "omp_passive", "omp_default", "omp_short_spin")
+# OpenMP's wait policy for the omp_* variants, set before torch starts its threads: spin while
+# waiting (ACTIVE), sleep at once (PASSIVE), or libgomp's own default (spin a while, then sleep).
+OMP_WAIT = {"omp_spin": "ACTIVE", "omp_passive": "PASSIVE", "omp_default": None, "omp_short_spin": None}
 
 
-def make_variant(name: str, arch: str, bsz: int):
+def worker(arch: str, variant: str, seconds: float, batch_size: int) -> dict:
+    """Runs in its own process: builds the variant's step, warms it up, then steps for
+    ``seconds`` and returns images/s (and the warm-up time, which holds compilation)."""
+    sys.path.insert(0, str(ROOT))
+    users_policy = os.environ.get("OMP_WAIT_POLICY")
+    import pipeline  # noqa: F401  (its set-up of the torch runtime comes first, as in `infogan`)
+
+    if variant == "textbook":  # a plain script: OpenMP as the user's environment leaves it
+        os.environ.pop("OMP_WAIT_POLICY", None)
+        if users_policy:
+            os.environ["OMP_WAIT_POLICY"] = users_policy
+    if variant in OMP_WAIT:
+        os.environ.pop("OMP_WAIT_POLICY", None)
+        os.environ.pop("GOMP_SPINCOUNT", None)
+        if OMP_WAIT[variant]:
+            os.environ["OMP_WAIT_POLICY"] = OMP_WAIT[variant]
+        if variant == "omp_short_spin":  # spin about 10 µs, then sleep
+            os.environ["GOMP_SPINCOUNT"] = "10000"
+    import torch
+
+    from pipeline import hardware, latents, losses, models
+    from pipeline.config import load_config
+    from pipeline.train import averaged, make_optimisers, q_view, train_step
+
+    bsz = 256 if variant == "b256" else batch_size
+    if variant == "1thread":
+        torch.set_num_threads(1)
     cfg = load_config([], [f"model.arch={arch}", f"train.batch_size={bsz}"])
     torch.manual_seed(0)
-    literal = name in ("textbook", "step+literal")
-    g, d = models.build(cfg.model, literal=literal)
+    g, d = models.build(cfg.model, literal=variant == "textbook")
     rng = torch.Generator().manual_seed(0)
     x = torch.rand(bsz, 1, 28, 28)
-    if name == "textbook":
-        betas = (0.5, 0.999)
-        opt_d = torch.optim.Adam([*d.trunk.parameters(), *d.head.parameters()], lr=2e-4, betas=betas)
-        opt_gq = torch.optim.Adam([*g.parameters(), *d.q.parameters()], lr=1e-3, betas=betas)
+    cpu = torch.device("cpu")
+    if variant == "textbook":
+        opt_d = torch.optim.Adam([*d.trunk.parameters(), *d.head.parameters()], lr=2e-4, betas=(0.5, 0.999))
+        opt_gq = torch.optim.Adam([*g.parameters(), *d.q.parameters()], lr=1e-3, betas=(0.5, 0.999))
 
         def step():
-            z, c = latents.sample(bsz, 54, 10, rng, torch.device("cpu"))
-            textbook_step(g, d, opt_d, opt_gq, x, z, c, 1.0)
-        return step
-    if name == "step+channels_last":
-        g.to(memory_format=torch.channels_last)
-        d.to(memory_format=torch.channels_last)
-        x = x.contiguous(memory_format=torch.channels_last)
-    opt = make_optimisers(g, d, cfg.train)
+            z, c = latents.sample(bsz, 54, 10, rng, cpu)
+            fake = g(z, latents.one_hot(c, 10))
+            opt_d.zero_grad()
+            losses.d_loss(d(x)[0], d(fake.detach())[0]).backward()
+            opt_d.step()
+            opt_gq.zero_grad()
+            d_fake, q_logits = d(fake)
+            (losses.g_loss(d_fake, "non_saturating") + losses.info_loss(q_logits, c)).backward()
+            opt_gq.step()
+    else:
+        precision = {"fp32": "fp32", "bf16": "bf16"}.get(variant, hardware.resolve_precision("auto", cpu))
+        if variant == "channels_last":
+            g.to(memory_format=torch.channels_last)
+            d.to(memory_format=torch.channels_last)
+            x = x.contiguous(memory_format=torch.channels_last)
+        opt = make_optimisers(g, d, cfg.train)
+        if variant == "fused_adam":
+            for o in (opt.d, opt.q, opt.g):
+                o.defaults["fused"] = True
+                for group in o.param_groups:
+                    group["fused"], group["foreach"] = True, False
+        g_ema = averaged(g, 0.999)
+        info_view = q_view(rng)
+        joint = cfg.train.real_fake_batch == "joint" or arch == "tconv"
+        gs, ds = (torch.compile(g), torch.compile(d)) if variant == "compile" else (g, d)
 
-    info_view = q_view(rng) if name.startswith("step+info_augment") else None
-    g_ema = averaged(g, 0.999) if name.endswith("+ema") else None
-
-    def step():
-        z, c = latents.sample(bsz, 54, 10, rng, torch.device("cpu"))
-        train_step(g, d, opt, x, z, c, 1.0, "non_saturating", True, joint_batch=arch == "tconv",
-                   info_view=info_view)
-        if g_ema is not None:
+        def step():
+            z, c = latents.sample(bsz, 54, 10, rng, cpu)
+            train_step(gs, ds, opt, x, z, c, 1.0, "non_saturating", True, joint_batch=joint, info_view=info_view,
+                       precision=lambda: hardware.autocast(precision, cpu))
             g_ema.update_parameters(g)
-    return step
-
-
-def time_steps(step, iters: int) -> float:
+    start = time.perf_counter()
     for _ in range(3):
         step()
-    start = time.perf_counter()
-    for _ in range(iters):
+    warm_up = time.perf_counter() - start
+    start, n = time.perf_counter(), 0
+    while time.perf_counter() - start < seconds:
         step()
-    return time.perf_counter() - start
+        n += 1
+    return {"img_per_s": n * bsz / (time.perf_counter() - start), "warm_up_s": warm_up}
 
 
-def time_fit(arch: str, bsz: int, iters: int, tracked: bool, arrays) -> float:
-    """Wall time of the real loop (sampling real batches, logging every 25 steps, one epoch-end
-    grid + checkpoint) with MLflow tracking or with the do-nothing tracker."""
-    from pipeline import tracking
-    from pipeline.train import fit
-
-    with tempfile.TemporaryDirectory() as home:
-        os.environ["INFOGAN_HOME"] = home
-        os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{home}/mlflow.db"
-        cfg = load_config([], [f"model.arch={arch}", f"train.batch_size={bsz}", "train.epochs=1",
-                               f"train.steps_per_epoch={iters}", "tracking.experiment=bench",
-                               "eval.every_epochs=0"])
-        quiet = lambda m: None  # noqa: E731
-        if tracked:
-            with tracking.start_run("bench") as run:
-                tracker = tracking.MlflowTracker(run.info.run_id)
-                start = time.perf_counter()
-                fit(cfg, tracker, Path(home) / "ck.pt", arrays=arrays, log=quiet)
-                tracker.flush()
-                return time.perf_counter() - start
-        start = time.perf_counter()
-        fit(cfg, tracking.NullTracker(), Path(home) / "ck.pt", arrays=arrays, log=quiet)
-        return time.perf_counter() - start
+def measure(arch: str, variant: str, seconds: float, batch_size: int, beside: bool) -> list[dict]:
+    """One worker, or two identical ones started together; their results."""
+    env = dict(os.environ)
+    command = [sys.executable, __file__, "--worker", arch, variant, str(seconds), str(batch_size)]
+    procs = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True) for _ in range(2 if beside else 1)]
+    return [json.loads(p.communicate()[0].strip().splitlines()[-1]) for p in procs]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--archs", default="paper,tconv")
+    parser.add_argument("--variants", default="textbook,default,fp32,bf16,channels_last,compile,fused_adam,b256",
+                        help=f"comma-separated, from: {', '.join(VARIANTS)}")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--iters", type=int, default=40, help="timed iterations per variant and round")
-    parser.add_argument("--loop-iters", type=int, default=None,
-                        help="iterations of the full loop per round (default: one epoch, so its "
-                             "end-of-epoch grid and checkpoint weigh as much as in a real run)")
+    parser.add_argument("--seconds", type=float, default=20, help="timed seconds per measurement (after warm-up)")
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--archs", default="paper,tconv,upsample_sn")
-    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--beside", action="store_true", help="also measure each variant beside a second identical process")
+    parser.add_argument("--worker", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    bsz = args.batch_size
-    args.loop_iters = args.loop_iters or 60000 // bsz
+    if args.worker:
+        arch, variant, seconds, bsz = args.worker
+        print(json.dumps(worker(arch, variant, float(seconds), int(bsz))), flush=True)
+        return
+    variants = args.variants.split(",")
+    unknown = set(variants) - set(VARIANTS)
+    if unknown:
+        parser.error(f"unknown variant(s) {', '.join(sorted(unknown))}; known: {', '.join(VARIANTS)}")
+    import torch
 
-    from pipeline.data import prepare
+    sys.path.insert(0, str(ROOT))
+    from pipeline import hardware
 
-    arrays, _ = prepare(load_config([], ["data.download=false"]).data, log=lambda m: None)
-    print(f"torch {torch.__version__}, {args.threads} threads, batch {bsz}, {args.iters} iterations x "
-          f"{args.rounds} rounds, medians; device cpu")
+    cpu = torch.device("cpu")
+    print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, batch {args.batch_size}, {args.seconds:g} s x "
+          f"{args.rounds} rounds, medians; auto precision here: {hardware.resolve_precision('auto', cpu)} "
+          f"({hardware.describe(cpu, 'auto', hardware.resolve_precision('auto', cpu))})", flush=True)
     for arch in args.archs.split(","):
-        # The paper's network has no 1x1-map convolutions, so it has no literal form to compare.
-        names = ["textbook", *(["step+literal"] if arch != "paper" else []), "step", "step+channels_last",
-                 "step+info_augment", "step+info_augment+ema"]
-        steps = {name: make_variant(name, arch, bsz) for name in names}
-        rates: dict[str, list[float]] = {name: [] for name in [*names, "loop untracked", "loop + MLflow"]}
+        alone = {v: [] for v in variants}
+        beside = {v: [] for v in variants}
+        warm = {v: [] for v in variants}
         for _ in range(args.rounds):
-            for name in names:
-                rates[name].append(args.iters * bsz / time_steps(steps[name], args.iters))
-            for name, tracked in (("loop untracked", False), ("loop + MLflow", True)):
-                seconds = time_fit(arch, bsz, args.loop_iters, tracked, arrays)
-                rates[name].append(args.loop_iters * bsz / seconds)
-        med = {k: statistics.median(v) for k, v in rates.items()}
-        base = med["textbook"]
-        print(f"\n{arch}")
-        print(f"| variant | img/s (median) | min..max | vs textbook |")
-        print(f"|---|---:|---:|---:|")
-        for name, values in rates.items():
-            print(f"| {name} | {med[name]:.0f} | {min(values):.0f}..{max(values):.0f} | {med[name] / base:.2f}x |")
-        overhead = med["loop untracked"] / med["loop + MLflow"] - 1
-        print(f"tracking overhead (loop untracked / loop + MLflow - 1): {overhead * 100:+.1f}% "
-              f"(the loop includes one epoch-end grid and checkpoint in both)")
+            for v in variants:
+                (result,) = measure(arch, v, args.seconds, args.batch_size, beside=False)
+                alone[v].append(result["img_per_s"])
+                warm[v].append(result["warm_up_s"])
+                if args.beside:
+                    pair = measure(arch, v, args.seconds, args.batch_size, beside=True)
+                    beside[v].append(min(r["img_per_s"] for r in pair))
+        _table(arch, variants, alone, beside if args.beside else None, warm)
+
+
+def _table(arch: str, variants: list[str], alone: dict, beside, warm: dict) -> None:
+    med = {v: statistics.median(alone[v]) for v in variants}
+    base = med.get("textbook")
+    print(f"\n{arch}")
+    head = "| variant | img/s alone (median) | min..max | vs textbook | warm-up s (3 steps)"
+    head += " | img/s beside a 2nd process (slower of the two) | kept |" if beside else " |"
+    print(head)
+    print("|---|---:|---:|---:|---:|" + ("---:|---:|" if beside else ""))
+    for v in variants:
+        row = (f"| {v} | {med[v]:.0f} | {min(alone[v]):.0f}..{max(alone[v]):.0f} | "
+               f"{med[v] / base:.2f}x | " if base else f"| {v} | {med[v]:.0f} | {min(alone[v]):.0f}..{max(alone[v]):.0f} | – | ")
+        row += f"{statistics.median(warm[v]):.1f} |"
+        if beside:
+            kept = statistics.median(beside[v])
+            row += f" {kept:.0f} | {kept / med[v]:.0%} |"
+        print(row, flush=True)
 
 
 if __name__ == "__main__":

@@ -299,9 +299,7 @@ def stage(run_id: str, nested: bool = False, log: Callable[[str], None] = print)
     ``mlflow run -e evaluate`` opened): the results go to the training run, and this run records
     which run it evaluated and the same metrics. Returns this run's id."""
     tracking.configure()
-    trained = tracking.get_run(run_id)
-    if trained is None:
-        raise UsageError(f"no run {run_id!r} in the tracking store {tracking.tracking_uri()}")
+    trained = tracking.get_training_run(run_id)  # checked before this stage's own run exists
     experiment = tracking.experiment_name(trained.info.experiment_id)
     with tracking.start_run(experiment, "evaluate", nested=nested) as active:
         tracker = tracking.MlflowTracker(active.info.run_id)

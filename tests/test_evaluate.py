@@ -92,3 +92,16 @@ def test_generate_refuses_unknown_runs_and_bad_outputs(home, capsys):
     assert "no run '0123abc'" in capsys.readouterr().err
     assert cli.main(["generate", "--run-id", "0123abc", "--raw", "--out", "x.png"]) == 2
     assert "--raw writes an .npz" in capsys.readouterr().err
+
+
+def test_evaluating_a_run_of_another_stage_leaves_no_evaluate_run(home, capsys):
+    from pipeline import tracking
+
+    data_run = tracking.new_run("smoke", "data", {"infogan.stage": "data"})
+    tracking.end_run(data_run, "FINISHED")
+    assert cli.main(["evaluate", "--run-id", data_run]) == 2
+    err = capsys.readouterr().err
+    assert "is not a training run (stage: data)" in err and len(err.strip().splitlines()) == 1
+    client = MlflowClient()
+    runs = client.search_runs([client.get_experiment_by_name("smoke").experiment_id])
+    assert [r.info.run_id for r in runs] == [data_run]  # no FAILED evaluate run beside it

@@ -30,7 +30,7 @@ import yaml
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException, ValidationError
 
-from .config import ConfigError, flatten, load_config, project_dir, resolve_path, to_yaml
+from .config import ConfigError, UsageError, flatten, load_config, project_dir, resolve_path, to_yaml
 
 # What a trial is measured by: the eval/ metrics the training loop logs at every evaluation.
 EVAL_METRICS = ("eval/gen_accuracy", "eval/q_accuracy", "eval/demo_score_mean", "eval/demo_score_min",
@@ -270,6 +270,39 @@ def shown_url(url: str) -> str:
     from sqlalchemy.engine import make_url
 
     return make_url(url).render_as_string(hide_password=True)
+
+
+def check_storage(url: str) -> None:
+    """A storage URL that cannot work is named in one line before any work: not a database URL,
+    a SQLite file whose folder cannot be made, a server that does not answer within 10 s."""
+    from sqlalchemy import create_engine
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise UsageError(f"--storage {url!r} is not a database URL; e.g. sqlite:///optuna.db or "
+                         "postgresql+psycopg2://USER:PASS@HOST/DB") from None
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database:
+            try:
+                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise UsageError(f"cannot make the folder of the SQLite storage {parsed.database}: "
+                                 f"{e.strerror or e}") from None
+        return
+    connect_args = {"connect_timeout": 10} if parsed.get_backend_name() == "postgresql" else {}
+    try:
+        engine = create_engine(parsed, connect_args=connect_args)
+        with engine.connect():
+            pass
+        engine.dispose()
+    except ImportError as e:
+        raise UsageError(f"storage {shown_url(url)} needs a database driver that is not installed: {e}") from None
+    except SQLAlchemyError as e:
+        first = (str(getattr(e, "orig", None) or e).strip().splitlines() or ["no answer"])[0]
+        raise UsageError(f"cannot connect to the Optuna storage {shown_url(url)}: {first}") from None
 
 
 def make_storage(url: str, spec: SweepSpec):
@@ -653,6 +686,7 @@ def run(path: str | Path, storage: Optional[str] = None, workers: int = 1,
     from .hardware import pick_device
 
     url = storage or spec.storage or default_storage()
+    check_storage(url)
     base = base_config(spec)
     # Data and the reference classifier once, here, so that workers do not race to build them.
     arrays, info = data.prepare(base.data, log=log)

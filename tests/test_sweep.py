@@ -94,6 +94,26 @@ def test_missing_study_name_and_cli_error(tmp_path, capsys):
     assert "sweep file not found" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("storage, says", [
+    ("notaurl", "is not a database URL"),
+    ("sqlite:///{file}/inside/optuna.db", "cannot make the folder of the SQLite storage"),
+    ("postgresql+psycopg2://u:secret@127.0.0.1:{port}/optuna", "cannot connect to the Optuna storage"),
+])
+def test_a_storage_that_cannot_work_is_named_in_one_line_before_any_work(home, capsys, storage, says):
+    from pipeline.cli import main
+
+    (home / "a_file").write_text("")
+    with socket.socket() as s:  # a loopback port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = storage.format(file=home / "a_file", port=port)
+    assert main(["sweep", str(SMOKE_SWEEP), "--storage", url]) == 2
+    err = capsys.readouterr().err
+    assert says in err and len(err.strip().splitlines()) == 1, err
+    assert "secret" not in err
+    assert not (home / "data").exists()  # stopped before preparing the data
+
+
 def test_shipped_sweep_files_are_valid():
     from pipeline.sweep import load_spec
 

@@ -31,6 +31,13 @@ def save(path: Path, state: dict[str, Any]) -> None:
         raise
 
 
+def remove_partial(folder: Path) -> None:
+    """Remove the temporary files of writes that a crash cut off (the checkpoint itself is only
+    ever replaced by the atomic rename in :func:`save`, so it is whole)."""
+    for tmp in folder.glob(f"{CHECKPOINT_FILE}*.tmp"):
+        tmp.unlink(missing_ok=True)
+
+
 def load(path: Path) -> dict[str, Any]:
     # weights_only: a checkpoint holds tensors, numbers and strings; refuse anything executable.
     return torch.load(path, map_location="cpu", weights_only=True)

@@ -250,10 +250,9 @@ def validate(cfg: DictConfig, sources: Optional[dict] = None) -> None:
         if value is not None and value < low:
             fail(key, f"is {value}; it must be >= {low}")
 
-    for section in ("data", "model", "train", "eval", "tracking"):
-        for name, value in cfg[section].items():
-            if isinstance(value, float) and not math.isfinite(value):
-                fail(f"{section}.{name}", f"is {value}; it must be a finite number")
+    for key, value in flatten(cfg).items():
+        if isinstance(value, float) and not math.isfinite(value):
+            fail(key, f"is {value}; it must be a finite number")
     choice("model.arch", ARCHES)
     choice("train.g_loss", G_LOSSES)
     choice("train.device", DEVICES)

@@ -306,19 +306,17 @@ def check_storage(url: str) -> None:
 
 
 def make_storage(url: str, spec: SweepSpec):
+    """Optuna's storage at ``url``, which :func:`check_storage` has passed (``run`` checks it
+    before any work; its workers get the same URL)."""
     import optuna
     from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
-    if url.startswith("sqlite:///"):
-        Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
     kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
     try:
         return RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=spec.heartbeat.interval_s,
                           grace_period=spec.heartbeat.grace_s,
                           heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
                               max_retry=spec.heartbeat.max_retry, inherit_intermediate_values=True))
-    except (ImportError, ModuleNotFoundError) as e:
-        raise ConfigError(f"storage {shown_url(url)} needs a database driver that is not installed: {e}") from None
     except optuna.exceptions.StorageInternalError as e:
         raise ConfigError(f"cannot open the Optuna storage {shown_url(url)}: {e}") from None
 

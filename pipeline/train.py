@@ -456,6 +456,8 @@ def find_interrupted_run(cfg: DictConfig, log: Callable[[str], None] = print) ->
     FAILED with the reason as a tag, and the user is told."""
     from mlflow import MlflowClient
 
+    from . import tracking
+
     client = MlflowClient()
     experiment = client.get_experiment_by_name(cfg.tracking.experiment)
     if experiment is None:
@@ -474,19 +476,10 @@ def find_interrupted_run(cfg: DictConfig, log: Callable[[str], None] = print) ->
         if find_checkpoint(cfg, run.info.run_id) is not None:
             found = found or run.info.run_id
         elif run.info.status == "RUNNING" and run.data.tags.get("infogan.host") == socket.gethostname():
-            from . import tracking
-
             tracking.end_run(run.info.run_id, "FAILED", reason="killed before its first checkpoint")
             log(f"run {run.info.run_id} was left RUNNING by a process that died before its first "
                 "checkpoint; nothing to resume, so it is now marked FAILED")
     return found
-
-
-def _remove_partial_checkpoints(folder: Path) -> None:
-    """Temporary files of a checkpoint write that a crash cut off (the checkpoint itself is
-    replaced only by an atomic rename, so it is whole)."""
-    for tmp in folder.glob(f"{checkpoint.CHECKPOINT_FILE}*.tmp"):
-        tmp.unlink(missing_ok=True)
 
 
 def run(cfg: DictConfig, resume: Optional[str] = None, epochs: Optional[int] = None,
@@ -548,7 +541,7 @@ def run(cfg: DictConfig, resume: Optional[str] = None, epochs: Optional[int] = N
         lock = checkpoint.RunLock(checkpoint_path(cfg, run_id).parent)
         if not lock.acquire():
             raise RuntimeError(f"run {run_id} is being trained by another process")
-        _remove_partial_checkpoints(checkpoint_path(cfg, run_id).parent)
+        checkpoint.remove_partial(checkpoint_path(cfg, run_id).parent)
         try:
             if state is None:
                 tracker.log_params(flatten(cfg))

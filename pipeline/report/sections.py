@@ -162,8 +162,8 @@ class Writer:
             users = [name for name, g in groups.items() if key in g[0].params and on(g[0].params[key])]
             if users:
                 value = ", ".join(sorted({num(groups[name][0].params[key], 4) for name in users}))
-                what = what.format(v=value)
-                used.append(Text(f"{what[0].upper()}{what[1:]} ({', '.join(users)}): {why}."))
+                sentence = what.format(v=value)
+                used.append(Text(f"{sentence[0].upper()}{sentence[1:]} ({', '.join(users)}): {why}."))
         if used:
             self.doc.add(Text("Beyond the handout's recipe, these changes are switched on, each for a reason:"), *used)
         self.doc.add(Prose("setup_notes", "anything about your set-up the tables do not say."))

@@ -115,9 +115,13 @@ class EvalConfig:
 @dataclass
 class TrackingConfig:
     experiment: str = "infogan"
+    # The training run's name in the MLflow UI; null = "train <arch> s<seed>", e.g. "train paper s0".
     run_name: Optional[str] = None
     # Log the final generator and discriminator/Q with mlflow.pytorch.log_model.
     log_model: bool = True
+    # Sample CPU, memory, disk and network use into the training run's system/ metrics (MLflow's
+    # system metrics tab) every 10 s.
+    system_metrics: bool = True
     # Local checkpoints (also logged as run artifacts); relative to the project directory.
     checkpoint_dir: str = "checkpoints"
 
@@ -322,6 +326,7 @@ def flatten(cfg: DictConfig) -> dict[str, Any]:
 
 
 def config_hash(cfg: DictConfig) -> str:
-    """Identity of a training config, used to find an interrupted run to resume."""
-    body = {k: v for k, v in flatten(cfg).items() if not k.startswith("tracking.run_name")}
+    """Identity of a training config, used to find an interrupted run to resume. What only
+    names or watches the run (its name, its system metrics) is left out."""
+    body = {k: v for k, v in flatten(cfg).items() if k not in ("tracking.run_name", "tracking.system_metrics")}
     return hashlib.sha256(repr(sorted(body.items())).encode()).hexdigest()[:16]

@@ -301,7 +301,7 @@ def stage(run_id: str, nested: bool = False, log: Callable[[str], None] = print)
     tracking.configure()
     trained = tracking.get_training_run(run_id)  # checked before this stage's own run exists
     experiment = tracking.experiment_name(trained.info.experiment_id)
-    with tracking.start_run(experiment, "evaluate", nested=nested) as active:
+    with tracking.start_run(experiment, f"evaluate {trained.info.run_name}", nested=nested) as active:
         tracker = tracking.MlflowTracker(active.info.run_id)
         tracker.set_tags({"infogan.stage": "evaluate", "infogan.evaluated_run_id": run_id})
         values = run(run_id, log=log)

@@ -16,6 +16,7 @@ import json
 import logging
 import math
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -443,7 +444,7 @@ def prepare_study(spec: SweepSpec, url: str, log: Callable[[str], None] = print)
                               f"objective.direction={spec.objective.direction}. Use a new study_name.")
         parent = study.user_attrs.get(PARENT_ATTR)
         if parent is None or tracking.get_run(parent) is None:
-            parent = tracking.new_run(experiment_of(spec), f"sweep-{spec.study_name}", {
+            parent = tracking.new_run(experiment_of(spec), f"sweep {spec.study_name}", {
                 "infogan.stage": "sweep", "optuna.study": spec.study_name, "optuna.storage": shown_url(url),
                 "optuna.direction": spec.objective.direction, "optuna.metric": spec.objective.metric})
             tracker = tracking.MlflowTracker(parent)
@@ -580,7 +581,7 @@ class _Objective:
         spec = self.spec
         params = {key: _suggest(trial, key, p) for key, p in spec.space.items()}
         extra = [f"tracking.experiment={experiment_of(spec)}",
-                 f"tracking.run_name={spec.study_name}-trial-{trial.number}", "eval.every_epochs=1"]
+                 shlex.quote(f"tracking.run_name=trial {trial.number}"), "eval.every_epochs=1"]
         if self.threads:
             extra.append(f"train.threads={self.threads}")
         cfg = trial_config(spec, params, tuple(extra))

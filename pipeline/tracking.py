@@ -22,6 +22,9 @@ from mlflow.entities import Param, RunTag  # noqa: E402
 from .config import project_dir  # noqa: E402
 
 TAG_PREFIX = "infogan."
+# MLflow's UI opens an experiment in the view this tag names; without it, MLflow 3 may infer the
+# GenAI view (traces, judges, prompts) for an experiment of training runs.
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
 
 
 def tracking_uri() -> str:
@@ -58,49 +61,59 @@ def check_server(uri: str, timeout: float = 5.0) -> None:
     _answered.add(uri)
 
 
+SYSTEM_METRICS_INTERVAL = 10.0  # seconds between samples of a training run's system metrics
+
+
 def configure() -> str:
     """Point MLflow at the project's store (or ``MLFLOW_TRACKING_URI``, checked to answer);
     returns the URI."""
     uri = tracking_uri()
     check_server(uri)
     mlflow.set_tracking_uri(uri)
+    mlflow.set_system_metrics_sampling_interval(SYSTEM_METRICS_INTERVAL)
     return uri
 
 
 def ensure_experiment(name: str) -> str:
-    """The experiment's id, creating it with artifacts beside the local store when needed."""
+    """The experiment's id, creating it with artifacts beside the local store when needed. Either
+    way it is marked as a model-training experiment, so the MLflow UI opens on runs and metrics."""
     client = MlflowClient()
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
         if experiment.lifecycle_stage == "deleted":
             client.restore_experiment(experiment.experiment_id)
+        if experiment.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
+            client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
         return experiment.experiment_id
     location = None
     if is_local_store(mlflow.get_tracking_uri()):
         safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
         location = (project_dir() / "mlartifacts" / safe).as_uri()
-    return client.create_experiment(name, artifact_location=location)
+    return client.create_experiment(name, artifact_location=location,
+                                    tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
 
 
 @contextlib.contextmanager
 def start_run(experiment: str, run_name: Optional[str] = None, run_id: Optional[str] = None,
               nested: bool = False, tags: Optional[dict] = None,
-              parent_run_id: Optional[str] = None) -> Iterator[Any]:
+              parent_run_id: Optional[str] = None, system_metrics: bool = False) -> Iterator[Any]:
     """The run a stage logs into, ended FINISHED, FAILED on an error or KILLED on Ctrl-C (an
     exception may name its own end state in a ``run_status`` attribute: a pruned trial's KILLED).
 
-    ``run_id`` resumes that run. ``parent_run_id`` opens a new child of that run (a sweep trial;
+    ``run_id`` resumes that run (renamed ``run_name`` when one is given: a run that ``mlflow run``
+    opened has a random name). ``parent_run_id`` opens a new child of that run (a sweep trial;
     the parent need not be active in this process). Otherwise a stage already inside a run (a
     caller's, or the one ``mlflow run`` opened and passed as ``MLFLOW_RUN_ID``) logs into it;
     ``nested`` opens a child of the active run in the parent's experiment; else a new run in
-    ``experiment``.
+    ``experiment``. ``system_metrics`` samples CPU, memory, disk and network (and GPU where
+    MLflow can read it) every SYSTEM_METRICS_INTERVAL seconds into the run's system/ metrics.
     """
     configure()
     active = mlflow.active_run()
     if parent_run_id is not None and run_id is None:
         experiment_id = MlflowClient().get_run(parent_run_id).info.experiment_id
         run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name,
-                               parent_run_id=parent_run_id, tags=tags)
+                               parent_run_id=parent_run_id, tags=tags, log_system_metrics=system_metrics)
         yield from _ended(run)
         return
     if run_id is None and not nested and active is not None:
@@ -110,10 +123,14 @@ def start_run(experiment: str, run_name: Optional[str] = None, run_id: Optional[
         # Taken out of the environment, as MLflow does, so nested runs do not reopen it.
         run_id = os.environ.pop("MLFLOW_RUN_ID")
     if run_id is not None:
-        run = mlflow.start_run(run_id=run_id, nested=active is not None, tags=tags)
+        run = mlflow.start_run(run_id=run_id, nested=active is not None, tags=tags,
+                               log_system_metrics=system_metrics)
+        if run_name and run.info.run_name != run_name:
+            mlflow.set_tag("mlflow.runName", run_name)
     else:
         experiment_id = active.info.experiment_id if nested and active else ensure_experiment(experiment)
-        run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, nested=nested, tags=tags)
+        run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, nested=nested, tags=tags,
+                               log_system_metrics=system_metrics)
     yield from _ended(run)
 
 

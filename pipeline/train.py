@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from . import augment, checkpoint, faults, hardware, latents, losses, models
 from .config import ConfigError, config_hash, flatten, from_yaml, resolve_path, to_yaml
-from .data import as_tensors, prepare
+from .data import CACHE_FILE, as_tensors, prepare
 from .images import grid_array
 
 METRICS = ("loss/d", "loss/g", "loss/info", "prob/d_real", "prob/d_fake_before_g", "prob/d_fake_after_g",
@@ -530,8 +530,9 @@ def run(cfg: DictConfig, resume: Optional[str] = None, epochs: Optional[int] = N
         tensors = as_tensors(arrays, hardware.pick_device(cfg.train.device))
         classifier, _, _ = get_classifier(cfg, tensors, info.sha256, log)
         evaluator = Evaluator(cfg, classifier, tensors)
-    with tracking.start_run(cfg.tracking.experiment, cfg.tracking.run_name, run_id=resume,
-                            nested=nested, parent_run_id=parent_run_id) as active:
+    name = None if resume is not None else cfg.tracking.run_name or f"train {cfg.model.arch} s{cfg.seed}"
+    with tracking.start_run(cfg.tracking.experiment, name, run_id=resume, nested=nested,
+                            parent_run_id=parent_run_id, system_metrics=cfg.tracking.system_metrics) as active:
         run_id = active.info.run_id
         tracker = tracking.MlflowTracker(run_id)
         if tags:
@@ -549,6 +550,10 @@ def run(cfg: DictConfig, resume: Optional[str] = None, epochs: Optional[int] = N
                                   "infogan.host": socket.gethostname(),
                                   "infogan.data_source": info.source, "infogan.data_sha256": info.sha256})
                 tracker.log_text(to_yaml(cfg), "config.yaml")
+                # What it learnt from, as an input of the run (the UI's dataset column).
+                tracker.log_dataset(arrays["train_images"], arrays["train_labels"], name="mnist-train",
+                                    source=str(info.cache / CACHE_FILE), digest=info.sha256,
+                                    context="training")
                 _log_fixed_noise(tracker, latents.fixed_noise(N_STYLES, cfg.model.noise_dim, cfg.seed))
                 # Real test digits in the sample grid's layout: what the report compares grids with.
                 real = torch.from_numpy(arrays["test_images"][:N_STYLES * cfg.model.code_dim]).unsqueeze(1)

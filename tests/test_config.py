@@ -140,3 +140,22 @@ def test_an_unreachable_tracking_server_is_named_in_one_line(capsys, tmp_path, m
     assert cli.main(["train", "-c", str(REPO / "configs" / "smoke.yaml")]) == 1
     err = capsys.readouterr().err
     assert f"http://127.0.0.1:{port} does not answer" in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_experiments_open_in_the_training_view_and_runs_mlflow_run_opened_are_renamed(home, monkeypatch):
+    from mlflow import MlflowClient
+
+    from pipeline import tracking
+
+    client = MlflowClient()
+    older = client.create_experiment("made-elsewhere")  # no kind tag, as MLflow itself makes them
+    assert tracking.ensure_experiment("made-elsewhere") == older
+    assert client.get_experiment(older).tags["mlflow.experimentKind"] == "custom_model_development"
+    fresh = client.get_experiment(tracking.ensure_experiment("new-one"))
+    assert fresh.tags["mlflow.experimentKind"] == "custom_model_development"
+
+    opened = client.create_run(older, run_name="burly-ant-764")  # what `mlflow run .` hands over
+    monkeypatch.setenv("MLFLOW_RUN_ID", opened.info.run_id)
+    with tracking.start_run("made-elsewhere", "train paper s0") as run:
+        assert run.info.run_id == opened.info.run_id
+    assert client.get_run(opened.info.run_id).info.run_name == "train paper s0"

@@ -187,6 +187,15 @@ def test_pipeline_runs_stages_as_children_of_one_parent(home, smoke_overrides):
     assert client.get_run(ids["evaluate"]).data.tags["infogan.evaluated_run_id"] == ids["train"]
     assert "eval/gen_accuracy" in client.get_run(ids["train"]).data.metrics
     assert "report/report.pdf" in {a.path for a in client.list_artifacts(ids["report"], "report")}
+    # Names a person reads, and the MLflow UI's model-training view for the experiment.
+    assert parent.info.run_name == "pipeline"
+    names = {stage: client.get_run(ids[stage]).info.run_name for stage in ids}
+    assert names == {"data": "data", "train": "train paper s0", "evaluate": "evaluate train paper s0",
+                     "report": "report"}
+    assert client.get_experiment_by_name("smoke").tags["mlflow.experimentKind"] == "custom_model_development"
+    trained = client.get_run(ids["train"])
+    assert [d.dataset.name for d in trained.inputs.dataset_inputs] == ["mnist-train"]
+    assert any(key.startswith("system/cpu_utilization") for key in trained.data.metrics), trained.data.metrics.keys()
 
 
 @pytest.mark.slow

@@ -57,10 +57,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-id", required=True, metavar="RUN_ID", help="the training run to evaluate")
 
     p = sub.add_parser("generate", help="draw a chosen digit, a graded demo, or raw code grids",
-                       description="Generate from a trained run. --digit uses the run's code -> "
-                       "digit mapping (made by `infogan evaluate`); --raw needs none.",
+                       description="Generate from a trained run or a registered generator. --digit "
+                       "uses the run's code -> digit mapping (made by `infogan evaluate`); --raw needs none.",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--run-id", required=True, metavar="RUN_ID", help="the training run to draw from")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--run-id", metavar="RUN_ID", help="the training run to draw from")
+    source.add_argument("--model", metavar="URI",
+                        help="a logged or registered generator instead, e.g. models:/infogan-generator@champion "
+                             "(with --digit only)")
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--digit", type=int, choices=range(10), metavar="D", help="draw digit D (0-9)")
     what.add_argument("--demo", action="store_true", help="the graded 10 digits x 10 styles grid")
@@ -70,6 +74,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--styles", type=int, default=10, help="with --raw: noise vectors (default 10)")
     p.add_argument("--seed", type=int, default=0, help="noise seed; the same seed gives the same images")
     p.add_argument("--out", required=True, type=Path, help="output file (.png, or .npz with --raw)")
+
+    p = sub.add_parser("promote", help="make a run's registered generator the champion",
+                       description="Point the Model Registry alias (default: champion) at the newest "
+                       "version of the run's generator that `infogan evaluate` registered, so "
+                       "models:/infogan-generator@champion names the generator to demo with.",
+                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run_id", metavar="RUN_ID", help="the training run whose generator to promote")
+    p.add_argument("--alias", default="champion", help="the alias to set (default: champion)")
 
     p = sub.add_parser("pipeline", help="run the stages in order as child runs of one parent run",
                        description="The main job (`mlflow run .`): data, train, evaluate, each a child "
@@ -155,6 +167,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return 0
         if args.command == "generate":
             return _generate(args)
+        if args.command == "promote":
+            from . import evaluate
+
+            evaluate.promote(args.run_id, args.alias)
+            return 0
         if args.command == "sweep":
             return _sweep(args)
         if args.command == "report":
@@ -216,6 +233,11 @@ def _generate(args) -> int:
     if not args.raw and args.out.suffix.lower() != ".png":
         raise UsageError(f"--out must end in .png (or .npz with --raw); not {args.out}")
     _check_writable(args.out)
+    if args.model:
+        if args.digit is None:
+            raise UsageError("with --model only --digit is supported (--demo and --raw need --run-id)")
+        evaluate.generate_from_model(args.model, args.out, args.digit, n=args.n, seed=args.seed)
+        return 0
     evaluate.generate(args.run_id, args.out, digit=args.digit, n=args.n, demo_grid=args.demo,
                       raw_styles=args.styles if args.raw else None, seed=args.seed)
     return 0

@@ -122,6 +122,9 @@ class TrackingConfig:
     # Sample CPU, memory, disk and network use into the training run's system/ metrics (MLflow's
     # system metrics tab) every 10 s.
     system_metrics: bool = True
+    # `infogan evaluate` registers the run's generator (the pyfunc model, mapping inside) under
+    # this name in the MLflow Model Registry; null = do not register.
+    registered_model: Optional[str] = "infogan-generator"
     # Local checkpoints (also logged as run artifacts); relative to the project directory.
     checkpoint_dir: str = "checkpoints"
 
@@ -325,8 +328,11 @@ def flatten(cfg: DictConfig) -> dict[str, Any]:
     return out
 
 
+NOT_HASHED = ("tracking.run_name", "tracking.system_metrics", "tracking.registered_model")
+
+
 def config_hash(cfg: DictConfig) -> str:
     """Identity of a training config, used to find an interrupted run to resume. What only
-    names or watches the run (its name, its system metrics) is left out."""
-    body = {k: v for k, v in flatten(cfg).items() if k not in ("tracking.run_name", "tracking.system_metrics")}
+    names, watches or registers the run is left out."""
+    body = {k: v for k, v in flatten(cfg).items() if k not in NOT_HASHED}
     return hashlib.sha256(repr(sorted(body.items())).encode()).hexdigest()[:16]

@@ -25,6 +25,7 @@ from .images import grid_array
 
 CLASSIFIER_TAG = "infogan.classifier_key"
 MAPPING_FILE = "eval/mapping.json"
+CHAMPION = "champion"  # the registry alias `infogan promote` sets: the generator to demo with
 MIN_CLASSIFIER_ACCURACY = 0.99
 CLASSIFIER_SEED = 0  # one classifier judges every run, whatever the run's own seed
 
@@ -232,6 +233,15 @@ def run(run_id: str, cfg: Optional[DictConfig] = None, log: Callable[[str], None
         tracker.log_figure(fig, name)
         plt.close(fig)
 
+    if cfg.tracking.log_model:
+        from . import serving
+
+        model = serving.log_generator(trained.g, run_id, mapping=mapping.to_dict())
+        if cfg.tracking.registered_model:
+            version = tracking.register(model.model_uri, cfg.tracking.registered_model, run_id,
+                                        {**values, "infogan.evaluated_step": trained.step})
+            log(f"registered the generator as {cfg.tracking.registered_model} version {version} "
+                f"(`infogan promote {run_id}` makes it @{CHAMPION})")
     log(f"evaluated run {run_id} at step {trained.step} (classifier run {classifier_run}, "
         f"test accuracy {accuracy:.4f}):")
     for key, value in values.items():
@@ -308,3 +318,45 @@ def stage(run_id: str, nested: bool = False, log: Callable[[str], None] = print)
         tracker.log_metrics(values, step=0)
         tracker.flush()
         return active.info.run_id
+
+
+def generate_from_model(model_uri: str, out: Path, digit: int, n: int = 64, seed: int = 0,
+                        log: Callable[[str], None] = print) -> Path:
+    """``infogan generate --model URI``: ``n`` images of ``digit`` from a logged or registered
+    generator (e.g. ``models:/infogan-generator@champion``), as one PNG grid."""
+    import pandas as pd
+    from mlflow.exceptions import MlflowException
+    from PIL import Image
+
+    from . import serving
+
+    tracking.configure()
+    try:
+        model = serving.load(model_uri)
+    except (MlflowException, OSError) as e:
+        raise UsageError(f"cannot load the model {model_uri}: {str(e).splitlines()[0]}") from None
+    try:
+        images = model.predict(pd.DataFrame([{"digit": digit, "n": n, "seed": seed}]))
+    except (MlflowException, ValueError) as e:
+        raise UsageError(f"{model_uri}: {str(e).splitlines()[0]}") from None
+    Image.fromarray(grid_array(torch.from_numpy(images).unsqueeze(1), nrow=int(np.ceil(np.sqrt(n))))).save(out)
+    log(f"wrote {out}: {n} images of digit {digit} from {model_uri} (seed {seed})")
+    return out
+
+
+def promote(run_id: str, alias: str = CHAMPION, log: Callable[[str], None] = print) -> int:
+    """``infogan promote``: point the registry alias ``alias`` at the newest registered version of
+    training run ``run_id``'s generator. Returns the version."""
+    tracking.configure()
+    run = tracking.get_training_run(run_id)
+    name = run.data.params.get("tracking.registered_model")
+    if name in (None, "null"):
+        name = load_config().tracking.registered_model
+    version = tracking.registered_version(name, run_id)
+    if version is None:
+        raise UsageError(f"run {run_id} has no generator registered as {name!r}; "
+                         f"run `infogan evaluate --run-id {run_id}` first")
+    tracking.set_alias(name, alias, version)
+    log(f"{name}@{alias} is now version {version} (run {run_id}); "
+        f"draw from it with: infogan generate --model models:/{name}@{alias} --digit 7 --out seven.png")
+    return version

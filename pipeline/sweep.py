@@ -804,3 +804,13 @@ def write_best(spec: SweepSpec, best, out: Path, log: Callable[[str], None] = pr
     tmp.write_text(header + to_yaml(cfg))
     os.replace(tmp, out)
     log(f"wrote the best trial's config to {out}")
+    run_id = best.user_attrs.get(RUN_ID_ATTR)
+    if run_id:
+        from . import evaluate, tracking
+
+        name = cfg.tracking.registered_model
+        if name and tracking.registered_version(name, run_id) is not None:
+            evaluate.promote(run_id, log=log)
+        else:
+            log(f"the best trial's run is {run_id}; to demo with its generator: "
+                f"infogan evaluate --run-id {run_id} && infogan promote {run_id}")

@@ -7,6 +7,7 @@ user sets ``MLFLOW_DISABLE_TELEMETRY`` themselves. :class:`NullTracker` does not
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from pathlib import Path
 from typing import Any, Iterator, Optional
@@ -62,6 +63,8 @@ def check_server(uri: str, timeout: float = 5.0) -> None:
 
 
 SYSTEM_METRICS_INTERVAL = 10.0  # seconds between samples of a training run's system metrics
+# Its monitor announces every start and stop; the metrics themselves are what matters.
+logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)
 
 
 def configure() -> str:
@@ -227,6 +230,41 @@ def load_state_dict_model(module, run_id: str, artifact_file: str):
         path = MlflowClient().download_artifacts(run_id, artifact_file, tmp)
         module.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     return module
+
+
+def register(model_uri: str, name: str, run_id: str, tags: dict[str, Any]) -> int:
+    """Register the logged model ``model_uri`` (of training run ``run_id``) as a new version of
+    ``name`` in the Model Registry, tagged with ``tags``; returns the version number."""
+    import logging
+
+    client = MlflowClient()
+    if client.search_registered_models(filter_string=f"name = '{name}'") == []:
+        client.create_registered_model(name, description="InfoGAN generators of MNIST digits; each version "
+                                       "is a pyfunc model taking rows of {digit | code, n, seed}.")
+    quiet = logging.getLogger("mlflow.tracking._model_registry.client")
+    level = quiet.level
+    quiet.setLevel(logging.WARNING)  # MLflow prints a line per version made; the caller says one
+    try:
+        version = client.create_model_version(name, model_uri, run_id=run_id,
+                                              tags={k: _param_value(v) for k, v in tags.items()})
+    finally:
+        quiet.setLevel(level)
+    return int(version.version)
+
+
+def registered_version(name: str, run_id: str) -> Optional[int]:
+    """The newest version of registered model ``name`` made from training run ``run_id``, or None."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        versions = MlflowClient().search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
+    except MlflowException:
+        return None
+    return max((int(v.version) for v in versions), default=None)
+
+
+def set_alias(name: str, alias: str, version: int) -> None:
+    MlflowClient().set_registered_model_alias(name, alias, str(version))
 
 
 def _param_value(value: Any) -> str:

@@ -495,7 +495,7 @@ def run(cfg: DictConfig, resume: Optional[str] = None, epochs: Optional[int] = N
     ``parent_run_id`` (the run is a child of the sweep's run), extra ``tags``, ``on_start(run_id)``
     (called once the run exists) and ``on_eval`` (see :func:`fit`).
     """
-    from . import tracking
+    from . import serving, tracking
 
     tracking.configure()
     state = None
@@ -572,6 +572,9 @@ def run(cfg: DictConfig, resume: Optional[str] = None, epochs: Optional[int] = N
                     if state is None or not tracker.has_model(name):  # a resumed close logs each once
                         tracker.log_model(models.exportable(module.cpu()), name)
                     faults.point(f"{name}_logged")
+                if state is None or not tracker.has_model(serving.MODEL_NAME):
+                    # Servable without this package or unpickling; digits once evaluate maps the codes.
+                    serving.log_generator(result["g"].cpu(), run_id)
             tracker.set_tags({"infogan.stop_reason": "finished"})
             tracker.flush()
         finally:

@@ -1,0 +1,157 @@
+"""A trained generator as an MLflow pyfunc model: a table of requests in, images out.
+
+Each input row asks for ``n`` images of one ``digit`` (through the run's code -> digit mapping,
+which ``infogan evaluate`` writes) or of one raw ``code`` value, drawn from noise seeded by
+``seed``: the same row always gives the same images. The output is float32 ``[sum of n, 28, 28]``
+in [0, 1], rows in order; the param ``format="png"`` returns one base64 PNG grid per row instead.
+
+The model is logged from code (``generator_model.py`` names the class) with G's weights as a
+state dict read with ``weights_only=True`` and the package's source beside it: loading it
+unpickles nothing and needs only torch, not this package installed.
+"""
+from __future__ import annotations
+
+import base64
+import io
+import json
+import math
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Optional
+
+import mlflow
+import numpy as np
+
+MAX_IMAGES_PER_ROW = 1000
+MODEL_CODE = Path(__file__).with_name("generator_model.py")
+MODEL_NAME = "generator_pyfunc"  # the logged model's name in its training run
+# Type hints on predict would make MLflow validate rows against them instead of the signature.
+warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method")
+
+
+class GeneratorModel(mlflow.pyfunc.PythonModel):
+    """G behind MLflow's pyfunc interface (see the module's docstring for rows and output)."""
+
+    def load_context(self, context) -> None:
+        import torch
+
+        from .models import Generator
+
+        spec = json.loads(Path(context.artifacts["spec"]).read_text())
+        self.g = Generator(spec["noise_dim"], spec["code_dim"], spec["arch"])
+        self.g.load_state_dict(torch.load(context.artifacts["weights"], map_location="cpu", weights_only=True))
+        self.g.eval()
+        self.run_id = spec.get("run_id")
+        mapping = context.artifacts.get("mapping")
+        self.code_of_digit: Optional[dict[int, int]] = None
+        if mapping:
+            self.code_of_digit = {int(d): int(k) for d, k in json.loads(Path(mapping).read_text())["code_of_digit"].items()}
+
+    def predict(self, context, model_input, params: Optional[dict] = None):
+        import torch
+
+        from .images import grid_array
+
+        rows = model_input.to_dict("records") if hasattr(model_input, "to_dict") else list(model_input)
+        out_format = (params or {}).get("format", "array")
+        if out_format not in ("array", "png"):
+            raise ValueError(f"format must be 'array' or 'png', not {out_format!r}")
+        batches = []
+        for number, row in enumerate(rows):
+            code = self._code(row, number)
+            n = _whole(row.get("n"), "n", number)
+            if not 1 <= n <= MAX_IMAGES_PER_ROW:
+                raise ValueError(f"row {number}: n must be between 1 and {MAX_IMAGES_PER_ROW}, not {n}")
+            seed = _whole(row.get("seed", 0), "seed", number, default=0)
+            generator = torch.Generator().manual_seed(seed)
+            z = torch.randn(n, self.g.noise_dim, generator=generator)
+            c = torch.nn.functional.one_hot(torch.full((n,), code), self.g.code_dim).float()
+            with torch.no_grad():
+                batches.append(self.g(z, c))
+        if out_format == "png":
+            return [_png(grid_array(images, nrow=math.ceil(math.sqrt(images.shape[0])))) for images in batches]
+        return torch.cat(batches).squeeze(1).numpy().astype(np.float32)
+
+    def _code(self, row: dict, number: int) -> int:
+        digit, code = row.get("digit"), row.get("code")
+        if _given(digit) == _given(code):
+            raise ValueError(f"row {number}: give exactly one of 'digit' (0-9) and 'code' "
+                             f"(a raw code value, 0-{self.g.code_dim - 1})")
+        if _given(code):
+            code = _whole(code, "code", number)
+            if not 0 <= code < self.g.code_dim:
+                raise ValueError(f"row {number}: code must be 0-{self.g.code_dim - 1}, not {code}")
+            return code
+        digit = _whole(digit, "digit", number)
+        if self.code_of_digit is None:
+            raise ValueError("this generator was logged before `infogan evaluate` mapped its codes to digits"
+                             + (f" (run `infogan evaluate --run-id {self.run_id}`)" if self.run_id else "")
+                             + "; ask for a 'code' instead, or use the model evaluate logs and registers")
+        if digit not in self.code_of_digit:
+            raise ValueError(f"row {number}: digit must be one of {sorted(self.code_of_digit)}, not {digit}")
+        return self.code_of_digit[digit]
+
+
+def _given(value) -> bool:
+    return value is not None and not (isinstance(value, float) and math.isnan(value))
+
+
+def _whole(value, name: str, number: int, default: Optional[int] = None) -> int:
+    if not _given(value):
+        if default is not None:
+            return default
+        raise ValueError(f"row {number}: '{name}' is missing")
+    if isinstance(value, bool) or float(value) != int(float(value)):
+        raise ValueError(f"row {number}: '{name}' must be a whole number, not {value!r}")
+    return int(float(value))
+
+
+def _png(grid: np.ndarray) -> str:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(grid).save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def signature():
+    """Rows of {digit | code, n, seed} in; float32 [N, 28, 28] out; the ``format`` param."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema, TensorSpec
+
+    inputs = Schema([ColSpec("long", "digit", required=False), ColSpec("long", "code", required=False),
+                     ColSpec("long", "n"), ColSpec("long", "seed", required=False)])
+    outputs = Schema([TensorSpec(np.dtype(np.float32), (-1, 28, 28))])
+    return ModelSignature(inputs, outputs, params=ParamSchema([ParamSpec("format", "string", "array")]))
+
+
+def log_generator(g, run_id: str, mapping: Optional[dict] = None, name: str = MODEL_NAME):
+    """Log ``g`` into run ``run_id`` as a pyfunc model ``name``; with ``mapping`` (the evaluate
+    stage's code -> digit mapping) rows may ask for digits. Returns MLflow's ModelInfo."""
+    import pandas as pd
+    import torch
+
+    from .tracking import _as_active
+
+    example = pd.DataFrame([{"digit": 7, "n": 4, "seed": 0}] if mapping else [{"code": 0, "n": 4, "seed": 0}])
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        torch.save({k: v.detach().cpu() for k, v in g.state_dict().items()}, folder / "generator_state.pt")
+        (folder / "spec.json").write_text(json.dumps({"noise_dim": g.noise_dim, "code_dim": g.code_dim,
+                                                      "arch": g.arch, "run_id": run_id}))
+        artifacts = {"weights": str(folder / "generator_state.pt"), "spec": str(folder / "spec.json")}
+        if mapping:
+            (folder / "mapping.json").write_text(json.dumps(mapping))
+            artifacts["mapping"] = str(folder / "mapping.json")
+        with _as_active(run_id):
+            return mlflow.pyfunc.log_model(
+                name=name, python_model=str(MODEL_CODE), artifacts=artifacts,
+                code_paths=[str(Path(__file__).parent)], signature=signature(), input_example=example,
+                pip_requirements=["torch", "numpy", "pandas", "pillow", f"mlflow=={mlflow.__version__}"])
+
+
+def load(model_uri: str):
+    """A logged generator (``runs:/<id>/generator_pyfunc``, ``models:/infogan-generator@champion``,
+    ...) as a pyfunc model."""
+    return mlflow.pyfunc.load_model(model_uri)

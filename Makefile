@@ -41,5 +41,8 @@ postgres:
 	  echo "could not install postgresql; its test will be skipped"; \
 	else echo "postgresql is not installed (needs root/apt-get); its test will be skipped"; fi
 
+# MLflow 3.17's UI opens every experiment in its GenAI view unless the address (or one click on
+# "Model training", which the browser remembers) asks for the model-training view.
 ui: $(STAMP)
+	@echo "open http://127.0.0.1:5000/#/experiments?workflowType=machine_learning"
 	$(BIN)/mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI) --port 5000

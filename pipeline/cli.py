@@ -14,6 +14,7 @@ EPILOG = textwrap.dedent("""\
     key=value overrides, e.g.  infogan train -c configs/upsample_sn.yaml train.epochs=3
     Tracking: a local SQLite store (./mlflow.db, artifacts in ./mlartifacts) unless
     MLFLOW_TRACKING_URI is set. Browse it with:  mlflow ui --backend-store-uri sqlite:///mlflow.db
+    and open http://127.0.0.1:5000/#/experiments?workflowType=machine_learning (the training view).
     """)
 
 
@@ -293,7 +294,8 @@ def _init(experiment: str) -> int:
     from mlflow import MlflowClient
 
     location = MlflowClient().get_experiment(experiment_id).artifact_location
-    print(f"tracking store {uri}\nexperiment '{experiment}' (id {experiment_id}), artifacts in {location}")
+    print(f"tracking store {uri}\nexperiment '{experiment}' (id {experiment_id}), artifacts in {location}\n"
+          f"in `mlflow ui`: /#/experiments/{experiment_id}?workflowType=machine_learning")
     return 0
 
 

@@ -245,8 +245,8 @@ def register(model_uri: str, name: str, run_id: str, tags: dict[str, Any]) -> in
     level = quiet.level
     quiet.setLevel(logging.WARNING)  # MLflow prints a line per version made; the caller says one
     try:
-        version = client.create_model_version(name, model_uri, run_id=run_id,
-                                              tags={k: _param_value(v) for k, v in tags.items()})
+        shown = {k: f"{v:.4f}" if isinstance(v, float) else _param_value(v) for k, v in tags.items()}
+        version = client.create_model_version(name, model_uri, run_id=run_id, tags=shown)
     finally:
         quiet.setLevel(level)
     return int(version.version)

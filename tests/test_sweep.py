@@ -158,6 +158,8 @@ def test_smoke_sweep_nests_three_comparable_trials_and_exports_the_best(home, mn
     assert len(kids) == 3
     assert {r.data.tags["optuna.trial"] for r in kids} == {"0", "1", "2"}
     assert {r.data.tags["optuna.study"] for r in kids} == {"smoke"}
+    assert parents[0].info.run_name == "sweep smoke"
+    assert {r.info.run_name for r in kids} == {"trial 0", "trial 1", "trial 2"}
     for run in kids:
         trial = study.trials[int(run.data.tags["optuna.trial"])]
         assert run.data.tags["optuna.state"] == trial.state.name

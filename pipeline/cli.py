@@ -84,6 +84,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_id", metavar="RUN_ID", help="the training run whose generator to promote")
     p.add_argument("--alias", default="champion", help="the alias to set (default: champion)")
 
+    p = sub.add_parser("gc", help="list (or with --yes remove) working checkpoints no run needs",
+                       description="Working checkpoints live under tracking.checkpoint_dir, one folder "
+                       "per run. Without --yes, list each with its size and whether it can go: "
+                       "folders of finished, deleted or unknown runs can; those of runs training now "
+                       "or resumable stay. With --yes, remove the ones that can go.",
+                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _config_args(p)
+    p.add_argument("--yes", action="store_true", help="remove them (default: only list)")
+
     p = sub.add_parser("pipeline", help="run the stages in order as child runs of one parent run",
                        description="The main job (`mlflow run .`): data, train, evaluate, each a child "
                        "run of one parent run that records the children's run ids.",
@@ -191,6 +200,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         cfg = load_config(args.config, overrides)
         if args.command == "config":
             print(to_yaml(cfg), end="")
+            return 0
+        if args.command == "gc":
+            from . import cleanup
+
+            cleanup.collect(cfg, remove=args.yes)
             return 0
         if args.command == "data":
             from . import data

@@ -21,6 +21,7 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationE
 
 ARCHES = ("paper", "tconv", "upsample_sn")
 REAL_FAKE_BATCH = ("separate", "joint")
+CHECKPOINT_KEEP = ("last", "none")
 G_LOSSES = ("non_saturating", "saturating")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -125,8 +126,13 @@ class TrackingConfig:
     # `infogan evaluate` registers the run's generator (the pyfunc model, mapping inside) under
     # this name in the MLflow Model Registry; null = do not register.
     registered_model: Optional[str] = "infogan-generator"
-    # Local checkpoints (also logged as run artifacts); relative to the project directory.
+    # Working checkpoints, written every epoch; relative to the project directory.
     checkpoint_dir: str = "checkpoints"
+    # What a finished run keeps: last = its final checkpoint, logged once as the run's artifact
+    # (the working copy is then removed: one copy on disk) | none = nothing logged; the working
+    # copy stays until `infogan gc` removes it. With a tracking server, `last` also uploads each
+    # epoch's checkpoint, so another machine can resume the run.
+    checkpoint_keep: str = "last"
 
 
 @dataclass
@@ -265,6 +271,7 @@ def validate(cfg: DictConfig, sources: Optional[dict] = None) -> None:
     choice("train.device", DEVICES)
     choice("train.precision", PRECISIONS)
     choice("train.real_fake_batch", REAL_FAKE_BATCH)
+    choice("tracking.checkpoint_keep", CHECKPOINT_KEEP)
     for key in ("model.noise_dim", "train.epochs", "train.batch_size", "train.log_every",
                 "model.q_hidden", "train.steps_per_epoch", "data.train_subset"):
         at_least(key, 1)
@@ -328,7 +335,8 @@ def flatten(cfg: DictConfig) -> dict[str, Any]:
     return out
 
 
-NOT_HASHED = ("tracking.run_name", "tracking.system_metrics", "tracking.registered_model")
+NOT_HASHED = ("tracking.run_name", "tracking.system_metrics", "tracking.registered_model",
+              "tracking.checkpoint_keep")
 
 
 def config_hash(cfg: DictConfig) -> str:

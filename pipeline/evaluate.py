@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from . import checkpoint, judge, latents, metrics, models, tracking
+from . import judge, latents, metrics, models, tracking
 from .config import UsageError, from_yaml, load_config
 from .data import as_tensors, prepare
 from .images import grid_array
@@ -126,10 +126,9 @@ def load_run(run_id: str, log: Callable[[str], None] = print) -> TrainedRun:
     # the run's logged param, so no artifact (config.yaml may be gone) is downloaded for it.
     folder = run.data.params.get("tracking.checkpoint_dir")
     cfg = load_config([], [f"tracking.checkpoint_dir={folder}"] if folder else [])
-    path = train.find_checkpoint(cfg, run_id)
-    if path is None:
+    state = train.load_checkpoint(cfg, run_id)
+    if state is None:
         raise UsageError(f"run {run_id} has no checkpoint (local or logged); it never finished an epoch")
-    state = checkpoint.load(path)
     cfg = from_yaml(state["config"])
     g, d = models.build(cfg.model)
     # G's moving average when the run kept one (train.ema_decay): the generator it evaluated.

@@ -17,6 +17,7 @@ import logging
 import math
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -127,6 +128,9 @@ class SweepSpec:
     sampler: SamplerSpec = field(default_factory=SamplerSpec)
     pruner: PrunerSpec = field(default_factory=PrunerSpec)
     heartbeat: HeartbeatSpec = field(default_factory=HeartbeatSpec)
+    # What trials keep once the sweep ends: best = only the best trial's checkpoint (the others'
+    # logged and working copies are removed; their curves, params and models stay) | all.
+    keep_checkpoints: str = "best"
 
 
 class Pruned(Exception):
@@ -176,6 +180,7 @@ def check_spec(spec: SweepSpec, source: str = "sweep file") -> None:
     if not spec.study_name or any(ch.isspace() for ch in spec.study_name):
         fail("study_name", "must be a non-empty name without spaces")
     one_of("objective.direction", spec.objective.direction, DIRECTIONS)
+    one_of("keep_checkpoints", spec.keep_checkpoints, ("best", "all"))
     one_of("objective.metric", spec.objective.metric, EVAL_METRICS)
     if spec.objective.tie_breaker is not None:
         one_of("objective.tie_breaker", spec.objective.tie_breaker, EVAL_METRICS)
@@ -647,12 +652,12 @@ class _Objective:
     def _resumable(self, cfg: DictConfig, run_id: Optional[str]) -> Optional[str]:
         """The dead trial's run, if it left a checkpoint short of the last epoch; else that run
         is ended FAILED (never left RUNNING) and the retry starts a new one."""
-        from . import checkpoint, tracking, train
+        from . import tracking, train
 
         if run_id is None or tracking.get_run(run_id) is None:
             return None
-        path = train.find_checkpoint(cfg, run_id)
-        if path is not None and checkpoint.load(path)["epoch"] < cfg.train.epochs:
+        state = train.load_checkpoint(cfg, run_id)
+        if state is not None and state["epoch"] < cfg.train.epochs:
             return run_id
         if tracking.get_run(run_id).info.status == "RUNNING":
             tracking.end_run(run_id, "FAILED")
@@ -714,9 +719,39 @@ def run(path: str | Path, storage: Optional[str] = None, workers: int = 1,
         if status == "KILLED":
             log(f"sweep '{spec.study_name}' interrupted. Run the same command again to go on: "
                 f"interrupted trials are retried from their checkpoints")
+    if status == "FINISHED" and spec.keep_checkpoints == "best":
+        drop_checkpoints(study, spec, best, log)
     if export_best is not None:
         write_best(spec, best, export_best, log)
     return best
+
+
+def drop_checkpoints(study, spec: SweepSpec, best, log: Callable[[str], None] = print) -> int:
+    """Remove every trial's checkpoint but the best one's: the logged copy and any working copy
+    left (a pruned trial keeps its working copy). Returns the bytes freed locally."""
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    from . import checkpoint, tracking, train
+
+    cfg = base_config(spec, ())
+    checkpoints = resolve_path(cfg.tracking.checkpoint_dir)
+    freed, dropped = 0, 0
+    for trial in study.get_trials(deepcopy=False):
+        run_id = trial.user_attrs.get(RUN_ID_ATTR)
+        if run_id is None or (best is not None and trial.number == best.number):
+            continue
+        run = tracking.get_run(run_id)
+        folder = checkpoints / run_id
+        if folder.is_dir() and not checkpoint.RunLock(folder).is_held_elsewhere():
+            freed += sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+            shutil.rmtree(folder, ignore_errors=True)
+            dropped += 1
+        if run is not None and train.has_checkpoint(cfg, run_id):
+            get_artifact_repository(run.info.artifact_uri).delete_artifacts("checkpoints")
+            dropped += 1
+    if dropped:
+        log(f"kept only the best trial's checkpoint (keep_checkpoints: best); removed the others'")
+    return freed
 
 
 def _spawn_workers(path, url: str, workers: int, log: Callable[[str], None]) -> None:

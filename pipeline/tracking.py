@@ -271,12 +271,83 @@ def _param_value(value: Any) -> str:
     return "null" if value is None else str(value)
 
 
+class MetricSender:
+    """Sends a run's metric points from a background thread, oldest first. While the tracking
+    store does not answer, the points wait here and the sending is retried: training goes on,
+    nothing is lost, and one line says when the store stopped answering and one when it is back."""
+
+    BATCH = 1000  # MLflow's limit of metrics per log_batch
+
+    def __init__(self, client: MlflowClient, run_id: str, say=None):
+        import threading
+
+        self.client, self.run_id = client, run_id
+        self.say = say or (lambda message: print(message, flush=True))
+        self._pending: list = []
+        self._sending = 0  # points taken from _pending and not yet confirmed
+        self._changed = threading.Condition()
+        self._thread = threading.Thread(target=self._loop, name=f"metrics-{run_id[:8]}", daemon=True)
+        self._thread.start()
+
+    def add(self, points: list) -> None:
+        with self._changed:
+            self._pending.extend(points)
+            self._changed.notify_all()
+
+    def waiting(self) -> int:
+        with self._changed:
+            return len(self._pending) + self._sending
+
+    def flush(self, timeout: Optional[float] = None) -> bool:
+        """Wait until every point is stored (or ``timeout`` seconds pass); True when all are."""
+        with self._changed:
+            return self._changed.wait_for(lambda: not self._pending and not self._sending, timeout)
+
+    def _loop(self) -> None:
+        import time
+
+        down_since, delay = None, 1.0
+        while True:
+            with self._changed:
+                self._changed.wait_for(lambda: self._pending)
+                batch = self._pending[:self.BATCH]
+                del self._pending[:len(batch)]
+                self._sending = len(batch)
+            try:
+                self.client.log_batch(self.run_id, metrics=batch, synchronous=True)
+            except Exception as e:  # noqa: BLE001  (any failure to store: keep the points, retry)
+                with self._changed:
+                    self._pending[:0] = batch
+                    self._sending = 0
+                    self._changed.notify_all()
+                if down_since is None:
+                    down_since = time.monotonic()
+                    self.say(f"the tracking store {tracking_uri()} does not take metrics "
+                             f"({str(e).splitlines()[0][:160]}); training goes on, the points wait "
+                             "here and are sent when it answers")
+                time.sleep(delay)
+                delay = min(delay * 2, 10.0)
+                continue
+            with self._changed:
+                self._sending = 0
+                self._changed.notify_all()
+            if down_since is not None:
+                self.say(f"the tracking store answers again after {time.monotonic() - down_since:.0f} s; "
+                         f"the waiting metric points are being sent")
+                down_since, delay = None, 1.0
+
+
 class MlflowTracker:
-    """Logs to one run. Metrics go out asynchronously; :meth:`flush` waits for them."""
+    """Logs to one run. Metrics go out from a background thread (:class:`MetricSender`);
+    :meth:`flush` waits for them."""
 
     def __init__(self, run_id: str):
         self.run_id = run_id
         self.client = MlflowClient()
+        self._sender: Optional[MetricSender] = None
+        # A server's artifacts are the only copy other machines can reach; a local store's
+        # artifacts sit on the same disk as the working files.
+        self.remote = not is_local_store(mlflow.get_tracking_uri())
 
     def log_params(self, params: dict[str, Any]) -> None:
         items = [Param(k, _param_value(v)) for k, v in params.items()]
@@ -288,7 +359,14 @@ class MlflowTracker:
         self.client.log_batch(self.run_id, tags=items, synchronous=True)
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
-        mlflow.log_metrics(metrics, step=step, run_id=self.run_id, synchronous=False)
+        import time
+
+        from mlflow.entities import Metric
+
+        if self._sender is None:
+            self._sender = MetricSender(self.client, self.run_id)
+        now = int(time.time() * 1000)
+        self._sender.add([Metric(key, float(value), now, step) for key, value in metrics.items()])
 
     def log_image(self, image, key: str, step: int) -> None:
         """A step-indexed image (numpy HxWx3 uint8), shown with a step slider in the UI."""
@@ -360,14 +438,28 @@ class MlflowTracker:
         history = self.client.get_metric_history(self.run_id, key)
         return max((m.step for m in history), default=-1)
 
-    def flush(self) -> None:
+    def flush(self, timeout: Optional[float] = None) -> bool:
+        """Wait until every metric point logged so far is stored (at most ``timeout`` seconds);
+        True when all are."""
         mlflow.flush_async_logging()
+        return True if self._sender is None else self._sender.flush(timeout)
+
+    def waiting(self) -> int:
+        """Metric points not yet stored (the tracking store is slow or does not answer)."""
+        return 0 if self._sender is None else self._sender.waiting()
 
 
 class NullTracker:
     """Takes every call and logs nothing: unit tests and benchmarks without tracking."""
 
     run_id = None
+    remote = False
+
+    def flush(self, timeout: Optional[float] = None) -> bool:
+        return True
+
+    def waiting(self) -> int:
+        return 0
 
     def __getattr__(self, name: str):
         if name == "last_step":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import signal
 import socket
 import sys
@@ -28,6 +29,8 @@ from .images import grid_array
 
 METRICS = ("loss/d", "loss/g", "loss/info", "prob/d_real", "prob/d_fake_before_g", "prob/d_fake_after_g",
            "grad/g_norm")
+# How long an epoch's end waits for its metric points to be stored before training goes on.
+EPOCH_END_WAIT_S = 30.0
 N_STYLES = 10  # noise vectors in the fixed grid (columns); rows are the code values
 # Q's view of a fake under train.info_augment: digits keep their identity under these.
 INFO_AUGMENT = {"max_degrees": 15.0, "max_scale": 0.15, "max_shift_px": 2.0}
@@ -393,9 +396,12 @@ def fit(cfg: DictConfig, tracker, ckpt_path: Path, resume: Optional[dict] = None
                     f"Q accuracy {measured['eval/q_accuracy']:.3f}, demo min "
                     f"{measured['eval/demo_score_min']:.0f}/10"
                     + (f", FLD {measured['eval/fld']:.1f}" if "eval/fld" in measured else ""))
-            tracker.flush()
+            if not tracker.flush(timeout=EPOCH_END_WAIT_S):  # the store is down: do not stall training
+                log(f"{tracker.waiting()} metric points wait for the tracking store; training goes on "
+                    f"and the checkpoint is written locally")
             checkpoint.save(ckpt_path, state())
-            tracker.log_artifact(ckpt_path, "checkpoints")
+            if tracker.remote and cfg.tracking.checkpoint_keep == "last":
+                tracker.log_artifact(ckpt_path, "checkpoints")  # where another machine can resume
             log(f"epoch {epoch}/{tcfg.epochs} done at step {step}: "
                 + ", ".join(f"{k} {v:.3f}" for k, v in last.items() if not k.startswith("eval/")))
             if on_eval is not None and measured is not None:
@@ -432,19 +438,35 @@ def checkpoint_path(cfg: DictConfig, run_id: str) -> Path:
     return resolve_path(cfg.tracking.checkpoint_dir) / run_id / checkpoint.CHECKPOINT_FILE
 
 
-def find_checkpoint(cfg: DictConfig, run_id: str) -> Optional[Path]:
-    """The run's local checkpoint, or its logged copy downloaded from the tracking store."""
-    local = checkpoint_path(cfg, run_id)
-    if local.is_file():
-        return local
+def has_checkpoint(cfg: DictConfig, run_id: str) -> bool:
+    """Whether the run has a local checkpoint or a logged one (nothing is downloaded)."""
+    if checkpoint_path(cfg, run_id).is_file():
+        return True
     from mlflow import MlflowClient
 
     try:
-        path = MlflowClient().download_artifacts(run_id, f"checkpoints/{checkpoint.CHECKPOINT_FILE}",
-                                                 str(local.parent))
+        logged = MlflowClient().list_artifacts(run_id, "checkpoints")
     except Exception:
-        return None
-    return Path(path)
+        return False
+    return any(a.path.endswith(f"/{checkpoint.CHECKPOINT_FILE}") for a in logged)
+
+
+def load_checkpoint(cfg: DictConfig, run_id: str) -> Optional[dict]:
+    """The run's checkpoint: the local working copy, else the logged one (downloaded to a
+    temporary folder, so no second copy stays on disk); None when it has neither."""
+    local = checkpoint_path(cfg, run_id)
+    if local.is_file():
+        return checkpoint.load(local)
+    import tempfile
+
+    from mlflow import MlflowClient
+
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            path = MlflowClient().download_artifacts(run_id, f"checkpoints/{checkpoint.CHECKPOINT_FILE}", tmp)
+        except Exception:
+            return None
+        return checkpoint.load(Path(path))
 
 
 def find_interrupted_run(cfg: DictConfig, log: Callable[[str], None] = print) -> Optional[str]:
@@ -473,7 +495,7 @@ def find_interrupted_run(cfg: DictConfig, log: Callable[[str], None] = print) ->
         folder = checkpoint_path(cfg, run.info.run_id).parent
         if checkpoint.RunLock(folder).is_held_elsewhere():
             continue
-        if find_checkpoint(cfg, run.info.run_id) is not None:
+        if has_checkpoint(cfg, run.info.run_id):
             found = found or run.info.run_id
         elif run.info.status == "RUNNING" and run.data.tags.get("infogan.host") == socket.gethostname():
             tracking.end_run(run.info.run_id, "FAILED", reason="killed before its first checkpoint")
@@ -505,11 +527,10 @@ def run(cfg: DictConfig, resume: Optional[str] = None, epochs: Optional[int] = N
         if resume:
             log(f"found interrupted run {resume} with this config; resuming it (--fresh starts anew)")
     if resume is not None:
-        path = find_checkpoint(cfg, resume)
-        if path is None:
+        state = load_checkpoint(cfg, resume)
+        if state is None:
             raise ConfigError(f"run {resume} has no checkpoint to resume from "
                               f"(looked in {checkpoint_path(cfg, resume).parent} and its artifacts)")
-        state = checkpoint.load(path)
         cfg = from_yaml(state["config"])
         if epochs is not None:
             cfg.train.epochs = epochs
@@ -575,10 +596,16 @@ def run(cfg: DictConfig, resume: Optional[str] = None, epochs: Optional[int] = N
                 if state is None or not tracker.has_model(serving.MODEL_NAME):
                     # Servable without this package or unpickling; digits once evaluate maps the codes.
                     serving.log_generator(result["g"].cpu(), run_id)
+            if cfg.tracking.checkpoint_keep == "last":
+                tracker.log_artifact(checkpoint_path(cfg, run_id), "checkpoints")
+                faults.point("checkpoint_logged")
             tracker.set_tags({"infogan.stop_reason": "finished"})
             tracker.flush()
         finally:
             lock.release()
+    if cfg.tracking.checkpoint_keep == "last":
+        # The logged copy is the one kept; resume and evaluate read it from there.
+        shutil.rmtree(checkpoint_path(cfg, run_id).parent, ignore_errors=True)
     log(f"run {run_id} finished at step {result['step']}")
     return run_id
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
@@ -22,6 +23,7 @@ CASES = [
     ("checkpoint_written:2", "inside the last checkpoint's write"),
     ("trained", "between the last checkpoint and the close"),
     ("generator_logged", "inside model logging"),
+    ("checkpoint_logged", "after the final checkpoint was logged, before the close"),
 ]
 
 
@@ -82,7 +84,7 @@ def test_killed_run_is_finished_by_the_plain_rerun(home, mnist_cache, uninterrup
         assert "now marked FAILED" in rerun.stdout
     else:
         assert not others and "resuming" in rerun.stdout, rerun.stdout
-    if kill_at in ("trained", "generator_logged"):
+    if kill_at in ("trained", "generator_logged", "checkpoint_logged"):
         assert "completing it" in rerun.stdout
 
     reference_curves, reference_grids = uninterrupted
@@ -94,5 +96,88 @@ def test_killed_run_is_finished_by_the_plain_rerun(home, mnist_cache, uninterrup
     assert tracker.has_model("generator") and tracker.has_model("discriminator")
     models = client.search_logged_models([finished.info.experiment_id],
                                          filter_string=f"source_run_id = '{finished.info.run_id}'")
-    assert sorted(m.name for m in models if str(m.status).endswith("READY")) == ["discriminator", "generator"]
+    assert sorted(m.name for m in models if str(m.status).endswith("READY")) == [
+        "discriminator", "generator", "generator_pyfunc"]
     assert not list((home / "checkpoints").rglob("*.tmp")), what
+    # One copy kept: the logged final checkpoint; the working copy is gone.
+    assert "checkpoints/last.pt" in {a.path for a in client.list_artifacts(finished.info.run_id, "checkpoints")}
+    assert not (home / "checkpoints" / finished.info.run_id).exists(), what
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start_server(home, port: int) -> subprocess.Popen:
+    import time
+    import urllib.request
+
+    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{home / 'server.db'}",
+               "--artifacts-destination", str(home / "server-artifacts"), "--host", "127.0.0.1",
+               "--port", str(port), "--workers", "1"]
+    env = subprocess_env(home)
+    env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
+    server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).close()
+            return server
+        except OSError:
+            time.sleep(0.5)
+    _stop(server)
+    pytest.fail("the MLflow server did not start")
+
+
+def _stop(server: subprocess.Popen) -> None:
+    import os
+
+    if server.poll() is None:
+        os.killpg(server.pid, signal.SIGKILL)  # the server and its workers, as a crash would
+    server.wait(timeout=30)
+
+
+def test_a_tracking_server_down_for_20_s_mid_run_loses_no_metric_point(home, mnist_cache):
+    import time
+
+    port = _free_port()
+    uri = f"http://127.0.0.1:{port}"
+    server = _start_server(home, port)
+    env = subprocess_env(home)
+    env["MLFLOW_TRACKING_URI"] = uri
+    env["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "1"  # fail fast, so the outage is seen and said
+    steps, every = 1500, 5
+    command = [sys.executable, "-m", "pipeline", "train", "-c", str(SMOKE), f"data.cache_dir={mnist_cache}",
+               "train.epochs=1", f"train.steps_per_epoch={steps}", f"train.log_every={every}",
+               "tracking.system_metrics=false"]
+    training = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        client = MlflowClient(uri)
+        deadline = time.monotonic() + 300
+        run_id = None
+        while run_id is None or not client.get_metric_history(run_id, "loss/d"):  # training has begun
+            assert training.poll() is None and time.monotonic() < deadline, training.stdout.read()[-3000:]
+            found = client.search_runs([client.get_experiment_by_name("smoke").experiment_id]) \
+                if client.get_experiment_by_name("smoke") else []
+            run_id = found[0].info.run_id if found else None
+            time.sleep(0.2)
+        _stop(server)
+        time.sleep(20)
+        assert training.poll() is None, "training stopped while the server was down"
+        server = _start_server(home, port)
+        out, _ = training.communicate(timeout=600)
+    finally:
+        if training.poll() is None:
+            training.kill()
+        _stop(server)
+    assert training.returncode == 0, out[-3000:]
+    assert "does not take metrics" in out and "answers again" in out, out[-3000:]
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED"
+    assert [m.step for m in sorted(client.get_metric_history(run_id, "loss/d"), key=lambda m: m.step)] == \
+        list(range(every, steps + 1, every))

@@ -46,5 +46,5 @@ def test_bf16_smoke_run_logs_finite_losses_and_says_which_precision_it_used(home
     assert any(line.startswith("training on cpu in bf16") for line in said), said
     history = MlflowClient().get_metric_history(run_id, "loss/d") + MlflowClient().get_metric_history(run_id, "loss/g")
     assert len(history) == 16 and all(math.isfinite(m.value) for m in history)
-    ckpt = torch.load(train.checkpoint_path(load_config([SMOKE], smoke_overrides), run_id), weights_only=True)
+    ckpt = train.load_checkpoint(load_config([SMOKE], smoke_overrides), run_id)
     assert all(t.dtype == torch.float32 for t in ckpt["g"].values() if t.is_floating_point())  # fp32 master weights

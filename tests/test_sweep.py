@@ -181,6 +181,13 @@ def test_smoke_sweep_nests_three_comparable_trials_and_exports_the_best(home, mn
     for key, value in best.params.items():
         assert exported[key.split(".")[0]][key.split(".")[1]] == value
 
+    # keep_checkpoints: best (the default): only the best trial's checkpoint is left, as its artifact.
+    best_run = best.user_attrs["mlflow_run_id"]
+    for run in kids:
+        logged = [a.path for a in MlflowClient().list_artifacts(run.info.run_id, "checkpoints")]
+        assert logged == (["checkpoints/last.pt"] if run.info.run_id == best_run else []), run.info.run_name
+        assert not (home / "checkpoints" / run.info.run_id).exists()
+
 
 @pytest.mark.slow
 def test_a_pruned_trial_ends_killed(home, mnist_cache):

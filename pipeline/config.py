@@ -77,6 +77,10 @@ class TrainConfig:
     # (+-2 px) copy of each fake, so G's codes must differ in what survives that: the digit, not
     # its slant or size. Stops codes splitting one digit by style; one more D trunk pass per step.
     info_augment: bool = True
+    # Instance noise: Gaussian noise of this standard deviation (images are in [0, 1]) is added to
+    # every image D sees, real and fake, falling linearly to 0 by the end of training. D then
+    # cannot win on pixel detail that G cannot draw yet (the handout's G draws 4x4 blocks). 0 = off.
+    instance_noise: float = 0.0
     # How D's batch norm sees real and fake batches: separate (as the InfoGAN code) | joint (one
     # batch; the handout's tconv network needs it). No effect without batch norm in D.
     real_fake_batch: str = "separate"
@@ -286,6 +290,7 @@ def validate(cfg: DictConfig, sources: Optional[dict] = None) -> None:
     if not cfg.eval.classifier_lr > 0:
         fail("eval.classifier_lr", "must be a positive learning rate")
     at_least("train.code_weight", 0.0)
+    at_least("train.instance_noise", 0.0)
     at_least("train.threads", 0)
     if not 0.0 <= cfg.train.lr_decay_fraction <= 1.0:
         fail("train.lr_decay_fraction", "must be in [0, 1] (a fraction of the run)")
@@ -339,8 +344,14 @@ NOT_HASHED = ("tracking.run_name", "tracking.system_metrics", "tracking.register
               "tracking.checkpoint_keep")
 
 
+# Keys added after runs were made, with the value that means "as before": at that value they are
+# left out of the hash, so runs made before they existed are still found as the same config.
+ADDED_LATER = {"train.instance_noise": 0.0}
+
+
 def config_hash(cfg: DictConfig) -> str:
     """Identity of a training config, used to find an interrupted run to resume. What only
     names, watches or registers the run is left out."""
-    body = {k: v for k, v in flatten(cfg).items() if k not in NOT_HASHED}
+    body = {k: v for k, v in flatten(cfg).items()
+            if k not in NOT_HASHED and not (k in ADDED_LATER and v == ADDED_LATER[k])}
     return hashlib.sha256(repr(sorted(body.items())).encode()).hexdigest()[:16]

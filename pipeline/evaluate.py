@@ -221,8 +221,15 @@ def run(run_id: str, cfg: Optional[DictConfig] = None, log: Callable[[str], None
     mapping = measurement.mapping
 
     tracker = tracking.MlflowTracker(run_id)
-    tracker.log_metrics(values, step=trained.step)
-    tracker.flush()
+    # Evaluating the same checkpoint again measures the same figures (the seeds are fixed): they
+    # replace nothing and are not logged a second time at the same step.
+    again = tracking.get_run(run_id).data.tags.get("infogan.evaluated_step") == str(trained.step)
+    if again:
+        log(f"run {run_id} was already evaluated at step {trained.step}; its figures and files are "
+            f"rewritten, not added again")
+    else:
+        tracker.log_metrics(values, step=trained.step)
+        tracker.flush()
     tracker.set_tags({"infogan.classifier_run_id": classifier_run, "infogan.evaluated_step": trained.step})
     tracker.log_text(json.dumps(mapping.to_dict(), indent=2), MAPPING_FILE)
     images, predicted = demo(trained.g, classifier, mapping, seed=cfg.seed + 11)
@@ -232,14 +239,15 @@ def run(run_id: str, cfg: Optional[DictConfig] = None, log: Callable[[str], None
         tracker.log_figure(fig, name)
         plt.close(fig)
 
-    if cfg.tracking.log_model:
+    name = cfg.tracking.registered_model
+    if cfg.tracking.log_model and not (again and name and tracking.registered_version(name, run_id)):
         from . import serving
 
         model = serving.log_generator(trained.g, run_id, mapping=mapping.to_dict())
-        if cfg.tracking.registered_model:
-            version = tracking.register(model.model_uri, cfg.tracking.registered_model, run_id,
+        if name:
+            version = tracking.register(model.model_uri, name, run_id,
                                         {**values, "infogan.evaluated_step": trained.step})
-            log(f"registered the generator as {cfg.tracking.registered_model} version {version} "
+            log(f"registered the generator as {name} version {version} "
                 f"(`infogan promote {run_id}` makes it @{CHAMPION})")
     log(f"evaluated run {run_id} at step {trained.step} (classifier run {classifier_run}, "
         f"test accuracy {accuracy:.4f}):")

@@ -94,6 +94,20 @@ def set_lr_scale(opt: Optimisers, tcfg, scale: float) -> None:
             group["lr"] = base * scale
 
 
+def instance_noise_std(step: int, total_steps: int, start: float) -> float:
+    """The standard deviation of the noise added to D's inputs at ``step``: ``start`` at step 0,
+    falling linearly to 0 at the end of training."""
+    return start * max(0.0, 1.0 - step / max(total_steps, 1))
+
+
+def noisy(std: float, rng: torch.Generator) -> Optional[Callable[[torch.Tensor], torch.Tensor]]:
+    """Adds N(0, std^2) noise drawn from ``rng`` to a batch of images; None when std is 0."""
+    if std <= 0:
+        return None
+    return lambda images: images + std * torch.randn(images.shape, generator=rng, device=images.device,
+                                                     dtype=images.dtype)
+
+
 def averaged(net: torch.nn.Module, decay: float) -> AveragedModel:
     """An exponential moving average of ``net``'s weights and buffers (torch's AveragedModel;
     call ``update_parameters(net)`` after each step, read ``.module``). After n updates the decay
@@ -126,7 +140,8 @@ def train_step(g: models.Generator, d: models.Discriminator, opt: Optimisers, x:
                z: torch.Tensor, c: torch.Tensor, code_weight: float, g_loss_kind: str,
                info_trains_d_trunk: bool, joint_batch: bool = False,
                info_view: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
-               precision: Callable[[], ContextManager] = contextlib.nullcontext) -> dict[str, torch.Tensor]:
+               precision: Callable[[], ContextManager] = contextlib.nullcontext,
+               d_input: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> dict[str, torch.Tensor]:
     """One InfoGAN iteration on real batch ``x`` with latents (z, c). Returns detached scalars.
 
     One fake batch serves both steps: G runs once, the D step reads it detached, the G step
@@ -143,12 +158,18 @@ def train_step(g: models.Generator, d: models.Discriminator, opt: Optimisers, x:
     such changes (the digit's identity), not on slant, size or position. The G step is unchanged:
     G makes its codes recognisable to that Q. Costs one more trunk pass in the D step.
 
+    ``d_input`` (``train.instance_noise``): what D sees of every image, real and fake, in both
+    steps: the images with fresh Gaussian noise added, so D cannot win on pixel detail that G
+    cannot draw yet. The G step reads D on the same noisy fake it was trained against.
+
     ``precision()`` is the context the forward passes run in (``hardware.autocast``: bf16
     autocast, or nothing); the losses are computed in fp32 from the logits either way.
     """
     n_real = x.shape[0]
     with precision():
         fake = g(z, latents.one_hot(c, g.code_dim))
+    if d_input is not None:
+        x, fake = d_input(x), d_input(fake)
 
     def trunk(images: torch.Tensor) -> torch.Tensor:
         """D's trunk on [real; images], or on images alone; returns the features of images."""
@@ -349,9 +370,10 @@ def fit(cfg: DictConfig, tracker, ckpt_path: Path, resume: Optional[dict] = None
                 z, c = latents.sample(bsz, mcfg.noise_dim, mcfg.code_dim, rng, device)
                 if decay_steps:
                     set_lr_scale(opt, tcfg, lr_scale(step, total_steps, decay_steps))
+                d_input = noisy(instance_noise_std(step, total_steps, tcfg.instance_noise), rng)
                 acc.add(train_step(g, d, opt, x, z, c, tcfg.code_weight, tcfg.g_loss,
                                    tcfg.info_trains_d_trunk, tcfg.real_fake_batch == "joint", info_view,
-                                   lambda: hardware.autocast(precision, device)))
+                                   lambda: hardware.autocast(precision, device), d_input))
                 if g_ema is not None:
                     g_ema.update_parameters(g)
                 step += 1

@@ -68,7 +68,8 @@ class Recorder(torch.optim.Optimizer):
                      for group in self.param_groups for p in group["params"]]
 
 
-def run_step(code_weight: float, trains_trunk: bool, arch: str = "paper", joint: bool = False, info_view=None):
+def run_step(code_weight: float, trains_trunk: bool, arch: str = "paper", joint: bool = False, info_view=None,
+             d_input=None):
     cfg = load_config([], ["train.batch_size=8", f"model.arch={arch}"])
     torch.manual_seed(0)
     g, d = models.build(cfg.model)
@@ -77,7 +78,7 @@ def run_step(code_weight: float, trains_trunk: bool, arch: str = "paper", joint:
     torch.manual_seed(1)
     x, z, c = torch.rand(8, 1, 28, 28), torch.randn(8, 54), torch.randint(10, (8,))
     stats = train_step(g, d, opt, x, z, c, code_weight, "non_saturating", trains_trunk, joint_batch=joint,
-                       info_view=info_view)
+                       info_view=info_view, d_input=d_input)
     n_trunk = len(list(d.trunk.parameters()))
     return {"trunk": opt.d.seen[:n_trunk], "head": opt.d.seen[n_trunk:], "q": opt.q.seen, "g": opt.g.seen,
             "d_after_g_step": [p.grad for p in d.trunk.parameters()], "stats": stats}
@@ -194,3 +195,19 @@ def test_g_average_follows_the_warm_up_then_the_decay_and_averages_batch_norm_st
             assert int(tensor) == 39, name  # batch norm's step counter is copied, not averaged
     assert 30 < expected < 39  # neither the last weights nor a plain mean of all of them
     assert all(p.requires_grad for p in g.parameters())
+
+
+@pytest.mark.parametrize("arch, joint", LAYOUTS)
+def test_instance_noise_reaches_every_image_d_sees_and_falls_to_zero(arch, joint):
+    from pipeline.train import instance_noise_std, noisy
+
+    plain = run_step(1.0, True, arch, joint)
+    identity = run_step(1.0, True, arch, joint, d_input=lambda images: images)
+    noised = run_step(1.0, True, arch, joint, d_input=noisy(0.3, torch.Generator().manual_seed(3)))
+    if arch != "upsample_sn":  # (spectral norm's power iteration moves on every trunk pass)
+        for part in ("trunk", "head", "q", "g"):
+            assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(identity[part], plain[part])), part
+    for part in ("head", "q", "g"):  # D's verdicts, Q's reading and G's step all see the noise
+        assert not same(noised[part], plain[part]), part
+    assert noisy(0.0, torch.Generator()) is None
+    assert [instance_noise_std(s, 100, 0.3) for s in (0, 50, 100, 150)] == pytest.approx([0.3, 0.15, 0.0, 0.0])

@@ -73,6 +73,9 @@ def test_generator_goes_from_codes_to_digits_to_the_registry(store, tmp_path, ca
     np.testing.assert_array_equal(by_digit, by_code)
 
     client = MlflowClient()
+    points = len(client.get_metric_history(run_id, "eval/gen_accuracy"))
+    evaluate.stage(run_id, log=lambda m: None)  # the same checkpoint again: nothing added
+    assert len(client.get_metric_history(run_id, "eval/gen_accuracy")) == points
     (version,) = client.search_model_versions(f"name = 'infogan-generator' and run_id = '{run_id}'")
     assert float(version.tags["eval/gen_accuracy"]) == pytest.approx(
         client.get_run(run_id).data.metrics["eval/gen_accuracy"])

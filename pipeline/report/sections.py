@@ -36,6 +36,11 @@ CHOICES = (
     ("train.info_trains_d_trunk", lambda v: v == "False",
      "the info term trains Q's own layers only, not the trunk Q shares with D",
      "the trunk stays a real/fake detector instead of being pulled towards the code"),
+    ("train.instance_noise", lambda v: float(v) > 0,
+     "D sees every image, real and generated, with Gaussian noise added (std {v} at the start, falling "
+     "linearly to 0 by the end)",
+     "the handout's G draws 4×4 blocks that D spots at once; under the noise D has to judge shapes, "
+     "so G is told how to draw digits, not only that its pixels are wrong"),
     ("train.real_fake_batch", lambda v: v == "joint",
      "D's batch norm sees real and generated images as one batch",
      "the handout's D normalises its features right before its head: a batch of fakes normalised on "
@@ -45,7 +50,8 @@ SETTINGS = (("model.arch", "architecture"), ("train.g_loss", "G loss"), ("train.
             ("train.lr_d", "lr D"), ("train.lr_g", "lr G"), ("train.lr_q", "lr Q"), ("train.batch_size", "batch"),
             ("train.epochs", "epochs"), ("train.info_augment", "Q on transformed fakes"),
             ("train.ema_decay", "G average (EMA)"), ("train.lr_decay_fraction", "lr decay (fraction)"),
-            ("train.real_fake_batch", "D batch norm"), ("train.info_trains_d_trunk", "info term trains D's trunk"))
+            ("train.real_fake_batch", "D batch norm"), ("train.info_trains_d_trunk", "info term trains D's trunk"),
+            ("train.instance_noise", "noise on D's inputs (std)"))
 
 
 def num(text, digits: int = 3) -> str:

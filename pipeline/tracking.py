@@ -277,6 +277,7 @@ class MetricSender:
     nothing is lost, and one line says when the store stopped answering and one when it is back."""
 
     BATCH = 1000  # MLflow's limit of metrics per log_batch
+    SLOW_S = 10.0  # a send that takes longer is reported as an outage
 
     def __init__(self, client: MlflowClient, run_id: str, say=None):
         import threading
@@ -304,37 +305,51 @@ class MetricSender:
             return self._changed.wait_for(lambda: not self._pending and not self._sending, timeout)
 
     def _loop(self) -> None:
+        import threading
         import time
 
-        down_since, delay = None, 1.0
+        trouble_since, delay = None, 1.0
+        reported = threading.Event()  # the user has been told; said once per outage
+
+        def report(why: str) -> None:
+            if not reported.is_set():
+                reported.set()
+                self.say(f"the tracking store {tracking_uri()} {why}; training goes on, the metric points "
+                         f"wait here ({self.waiting()} now) and are sent when it answers")
+
         while True:
             with self._changed:
                 self._changed.wait_for(lambda: self._pending)
                 batch = self._pending[:self.BATCH]
                 del self._pending[:len(batch)]
                 self._sending = len(batch)
+            began = time.monotonic()
+            # MLflow retries a request for minutes before it fails: say so while it is still trying.
+            slow = threading.Timer(self.SLOW_S, report, (f"has not answered for {self.SLOW_S:.0f} s",))
+            slow.daemon = True
+            slow.start()
             try:
                 self.client.log_batch(self.run_id, metrics=batch, synchronous=True)
             except Exception as e:  # noqa: BLE001  (any failure to store: keep the points, retry)
+                slow.cancel()
                 with self._changed:
                     self._pending[:0] = batch
                     self._sending = 0
                     self._changed.notify_all()
-                if down_since is None:
-                    down_since = time.monotonic()
-                    self.say(f"the tracking store {tracking_uri()} does not take metrics "
-                             f"({str(e).splitlines()[0][:160]}); training goes on, the points wait "
-                             "here and are sent when it answers")
+                trouble_since = trouble_since or began
+                report(f"does not take metrics ({str(e).splitlines()[0][:160]})")
                 time.sleep(delay)
                 delay = min(delay * 2, 10.0)
                 continue
+            slow.cancel()
             with self._changed:
                 self._sending = 0
                 self._changed.notify_all()
-            if down_since is not None:
-                self.say(f"the tracking store answers again after {time.monotonic() - down_since:.0f} s; "
-                         f"the waiting metric points are being sent")
-                down_since, delay = None, 1.0
+            if reported.is_set():
+                self.say(f"the tracking store answers again after {time.monotonic() - (trouble_since or began):.0f} s; "
+                         "the waiting metric points are sent")
+                reported.clear()
+            trouble_since, delay = None, 1.0
 
 
 class MlflowTracker:
@@ -430,8 +445,17 @@ class MlflowTracker:
             warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
             dataset = mlflow.data.from_numpy(features, targets=targets, source=source, name=name,
                                              digest=digest[:20])
+        from mlflow.exceptions import MlflowException
+
         with _as_active(self.run_id):
-            mlflow.log_input(dataset, context=context)
+            try:
+                mlflow.log_input(dataset, context=context)
+            except MlflowException as e:
+                # Two processes (sweep workers) adding the same dataset to an experiment at once:
+                # the store keeps the first and refuses the second; linking again finds it.
+                if "UNIQUE constraint" not in str(e) and "already exists" not in str(e):
+                    raise
+                mlflow.log_input(dataset, context=context)
 
     def last_step(self, key: str) -> int:
         """The highest step logged for ``key`` (-1 if none): where a resumed run continues."""

@@ -13,7 +13,7 @@ from typing import Callable
 
 from omegaconf import DictConfig
 
-from . import checkpoint, tracking
+from . import checkpoint, tracking, train
 from .config import resolve_path
 
 
@@ -42,9 +42,7 @@ def survey(cfg: DictConfig) -> list[Folder]:
         elif run.info.lifecycle_stage == "deleted":
             state, removable = "run deleted", True
         elif run.info.status == "FINISHED":
-            logged = any(a.path.endswith(f"/{checkpoint.CHECKPOINT_FILE}")
-                         for a in tracking.MlflowClient().list_artifacts(run.info.run_id, "checkpoints"))
-            state = "finished; " + ("its checkpoint is logged" if logged else
+            state = "finished; " + ("its checkpoint is logged" if train.checkpoint_logged(run.info.run_id) else
                                     "this is its only checkpoint (evaluate and resume need it)")
             removable = True
         elif has_working_copy:

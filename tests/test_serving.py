@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,7 +19,7 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from conftest import subprocess_env
+from conftest import free_port, subprocess_env
 from pipeline import cli, evaluate, serving, tracking, train
 from pipeline.config import load_config
 
@@ -101,12 +100,6 @@ def test_promote_of_an_unknown_run_says_so_in_one_line(store, capsys):
     assert "no run '0123456789abcdef0123456789abcdef'" in err and len(err.strip().splitlines()) == 1
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _post(port: int, body: dict) -> dict:
     request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=json.dumps(body).encode(),
                                      headers={"Content-Type": "application/json"})
@@ -116,7 +109,7 @@ def _post(port: int, body: dict) -> dict:
 
 def test_mlflow_models_serve_answers_over_loopback(store):
     home, run_id = store
-    port = _free_port()
+    port = free_port()
     command = [sys.executable, "-m", "mlflow", "models", "serve", "-m", f"runs:/{run_id}/{serving.MODEL_NAME}",
                "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port), "--workers", "1"]
     env = subprocess_env(home)

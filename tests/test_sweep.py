@@ -6,7 +6,6 @@ import glob
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -17,7 +16,7 @@ from typing import Callable
 import pytest
 import yaml
 
-from conftest import REPO, subprocess_env
+from conftest import REPO, free_port, subprocess_env
 
 SMOKE_SWEEP = REPO / "sweeps" / "smoke.yaml"
 
@@ -103,9 +102,7 @@ def test_a_storage_that_cannot_work_is_named_in_one_line_before_any_work(home, c
     from pipeline.cli import main
 
     (home / "a_file").write_text("")
-    with socket.socket() as s:  # a loopback port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     url = storage.format(file=home / "a_file", port=port)
     assert main(["sweep", str(SMOKE_SWEEP), "--storage", url]) == 2
     err = capsys.readouterr().err
@@ -324,11 +321,6 @@ def test_two_workers_share_one_study_and_run_exactly_n_trials(home, mnist_cache)
 
 # --- PostgreSQL --------------------------------------------------------------------------------
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.fixture(scope="module")
 def postgres_url():
@@ -344,7 +336,7 @@ def postgres_url():
     if os.geteuid() == 0:  # the server refuses to run as root
         shutil.chown(data, "postgres", "postgres")
         as_user = ["runuser", "-u", "postgres", "--"]
-    port = _free_port()
+    port = free_port()
 
     def pg(*args: str) -> None:
         subprocess.run([*as_user, *args], check=True, capture_output=True, timeout=120)

@@ -71,8 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--demo", action="store_true", help="the graded 10 digits x 10 styles grid")
     what.add_argument("--raw", action="store_true",
                       help="an .npz with `images` [styles, code, 28, 28] float32 in [0, 1], by code value")
+    p.add_argument("--vary", metavar="cK",
+                   help="with --digit and a run trained with model.continuous_codes: a traversal of "
+                        "continuous code K (c1, c2, ...) from -2 to 2 (columns) for --styles noise "
+                        "vectors (rows), the other codes at 0")
     p.add_argument("--n", type=int, default=64, help="with --digit: how many images (default 64)")
-    p.add_argument("--styles", type=int, default=10, help="with --raw: noise vectors (default 10)")
+    p.add_argument("--styles", type=int, default=10, help="with --raw or --vary: noise vectors (default 10)")
     p.add_argument("--seed", type=int, default=0, help="noise seed; the same seed gives the same images")
     p.add_argument("--out", required=True, type=Path, help="output file (.png, or .npz with --raw)")
 
@@ -242,13 +246,21 @@ def _generate(args) -> int:
     if not args.raw and args.out.suffix.lower() != ".png":
         raise UsageError(f"--out must end in .png (or .npz with --raw); not {args.out}")
     _check_writable(args.out)
+    vary = None
+    if args.vary is not None:
+        if args.digit is None or args.model:
+            raise UsageError("--vary draws a traversal of one digit: use it with --run-id and --digit")
+        if not (args.vary[:1] == "c" and args.vary[1:].isdigit() and int(args.vary[1:]) >= 1):
+            raise UsageError(f"--vary names a continuous code as c1, c2, ...; not {args.vary!r}")
+        vary = int(args.vary[1:]) - 1
     if args.model:
         if args.digit is None:
             raise UsageError("with --model only --digit is supported (--demo and --raw need --run-id)")
         evaluate.generate_from_model(args.model, args.out, args.digit, n=args.n, seed=args.seed)
         return 0
     evaluate.generate(args.run_id, args.out, digit=args.digit, n=args.n, demo_grid=args.demo,
-                      raw_styles=args.styles if args.raw else None, seed=args.seed)
+                      raw_styles=args.styles if args.raw else None, seed=args.seed,
+                      vary=vary, styles=args.styles)
     return 0
 
 

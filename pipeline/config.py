@@ -48,6 +48,9 @@ class ModelConfig:
     code_dim: int = 10
     # Width of the hidden layer of Q's MLP head.
     q_hidden: int = 128
+    # Continuous codes c1, c2, ... ~ U(-1, 1) given to G beside the categorical code, as in the
+    # InfoGAN paper (2: rotation and width on MNIST). Q reads back their means. 0 = none.
+    continuous_codes: int = 0
 
 
 @dataclass
@@ -70,6 +73,9 @@ class TrainConfig:
     beta2: float = 0.999
     # lambda: weight of the info (mutual-information) term.
     code_weight: float = 1.0
+    # Weight of the continuous codes' part of the info term, 1/2 (c - mu)^2 per code (Q's
+    # Gaussian with unit variance, as openai/InfoGAN); no effect without model.continuous_codes.
+    continuous_weight: float = 1.0
     g_loss: str = "non_saturating"
     # As in openai/InfoGAN: the info term is part of D's objective too, so it trains D's trunk.
     info_trains_d_trunk: bool = True
@@ -290,6 +296,8 @@ def validate(cfg: DictConfig, sources: Optional[dict] = None) -> None:
     if not cfg.eval.classifier_lr > 0:
         fail("eval.classifier_lr", "must be a positive learning rate")
     at_least("train.code_weight", 0.0)
+    at_least("train.continuous_weight", 0.0)
+    at_least("model.continuous_codes", 0)
     at_least("train.instance_noise", 0.0)
     at_least("train.threads", 0)
     if not 0.0 <= cfg.train.lr_decay_fraction <= 1.0:
@@ -346,7 +354,7 @@ NOT_HASHED = ("tracking.run_name", "tracking.system_metrics", "tracking.register
 
 # Keys added after runs were made, with the value that means "as before": at that value they are
 # left out of the hash, so runs made before they existed are still found as the same config.
-ADDED_LATER = {"train.instance_noise": 0.0}
+ADDED_LATER = {"train.instance_noise": 0.0, "model.continuous_codes": 0, "train.continuous_weight": 1.0}
 
 
 def config_hash(cfg: DictConfig) -> str:

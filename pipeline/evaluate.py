@@ -199,7 +199,7 @@ def demo(g: models.Generator, classifier: models.Classifier, mapping: metrics.Co
     generator = torch.Generator().manual_seed(seed)
     device = next(g.parameters()).device
     z, c = judge.demo_inputs(1, g.noise_dim, mapping.code_of_digit, generator, device)
-    images = judge.generate(g, z, c)
+    images = judge.generate(g, z, c, judge.uniform_codes(g, c.shape[0], generator, device))
     predicted = judge.predict(classifier, images).cpu().numpy().reshape(10, 10)
     return images, predicted
 
@@ -263,9 +263,12 @@ def run(run_id: str, cfg: Optional[DictConfig] = None, log: Callable[[str], None
 # --- generate ----------------------------------------------------------------------------------
 
 def generate(run_id: str, out: Path, digit: Optional[int] = None, n: int = 64, demo_grid: bool = False,
-             raw_styles: Optional[int] = None, seed: int = 0, log: Callable[[str], None] = print) -> Path:
-    """``infogan generate``: images of one digit (through the run's mapping), a graded demo grid,
-    or the raw [styles, code, 28, 28] array indexed by code value. ``seed`` fixes the noise."""
+             raw_styles: Optional[int] = None, seed: int = 0, vary: Optional[int] = None, styles: int = 10,
+             log: Callable[[str], None] = print) -> Path:
+    """``infogan generate``: images of one digit (through the run's mapping), a traversal of one
+    digit along continuous code ``vary`` (0-based) for ``styles`` noise vectors, a graded demo
+    grid, or the raw [styles, code, 28, 28] array indexed by code value. ``seed`` fixes the
+    noise (and continuous codes, drawn from U(-1, 1) as in training)."""
     from PIL import Image
 
     trained = load_run(run_id, log)
@@ -276,7 +279,8 @@ def generate(run_id: str, out: Path, digit: Optional[int] = None, n: int = 64, d
     if raw_styles is not None:
         z = torch.randn(raw_styles, g.noise_dim, generator=generator)
         zz, c = latents.grid_inputs(z, g.code_dim)  # code-major
-        images = judge.generate(g, zz, c).reshape(g.code_dim, raw_styles, 28, 28).transpose(0, 1)
+        u = judge.uniform_codes(g, c.shape[0], generator, c.device)
+        images = judge.generate(g, zz, c, u).reshape(g.code_dim, raw_styles, 28, 28).transpose(0, 1)
         np.savez_compressed(out, images=images.numpy().astype(np.float32),
                             code=np.arange(g.code_dim), run_id=run_id, seed=seed)
         log(f"wrote {out}: images [{raw_styles}, {g.code_dim}, 28, 28] indexed by code value")
@@ -303,11 +307,24 @@ def generate(run_id: str, out: Path, digit: Optional[int] = None, n: int = 64, d
     if digit not in mapping.code_of_digit:
         raise UsageError(f"--digit must be one of 0-9 that a code draws; the mapping of run {run_id} "
                           f"covers {sorted(mapping.code_of_digit)}")
+    code = mapping.code_of_digit[digit]
+    if vary is not None:
+        if not vary < g.continuous_codes:
+            raise UsageError(f"--vary c{vary + 1}: run {run_id} has {g.continuous_codes} continuous code(s)"
+                             + ("" if g.continuous_codes else "; train with model.continuous_codes=2 "
+                                "(configs/paper_latent.yaml) for the paper's rotation and width codes"))
+        z = torch.randn(styles, g.noise_dim, generator=generator)
+        values = latents.TRAVERSAL_VALUES
+        images = torch.cat([judge.traversal(g, vary, z[i], torch.tensor([code])) for i in range(styles)])
+        Image.fromarray(grid_array(images, nrow=values.shape[0])).save(out)
+        log(f"wrote {out}: digit {digit} (code {code}), c{vary + 1} from {values[0]:g} to {values[-1]:g} "
+            f"in {values.shape[0]} columns, {styles} noise vectors as rows (seed {seed})")
+        return out
     z = torch.randn(n, g.noise_dim, generator=generator)
-    c = torch.full((n,), mapping.code_of_digit[digit], dtype=torch.long)
-    images = judge.generate(g, z, c)
+    c = torch.full((n,), code, dtype=torch.long)
+    images = judge.generate(g, z, c, judge.uniform_codes(g, n, generator, torch.device("cpu")))
     Image.fromarray(grid_array(images, nrow=int(np.ceil(np.sqrt(n))))).save(out)
-    log(f"wrote {out}: {n} images of digit {digit} (code {mapping.code_of_digit[digit]}, seed {seed})")
+    log(f"wrote {out}: {n} images of digit {digit} (code {code}, seed {seed})")
     return out
 
 

@@ -96,6 +96,7 @@ class Measurement:
     demo_scores: np.ndarray  # one grade (0-10) per random demo
     fld: Optional[float]
     fld_floor: Optional[float] = None  # the same distance between two disjoint real test splits
+    continuous: Optional[dict] = None  # continuous_effects(): eval/cont_c<k>_slant, _width
 
     def as_metrics(self) -> dict[str, float]:
         out = {
@@ -110,7 +111,13 @@ class Measurement:
             out["eval/fld"] = self.fld
         if self.fld_floor is not None:
             out["eval/fld_floor"] = self.fld_floor
+        out.update(self.continuous or {})
         return out
+
+    def codes_by_digit(self) -> Optional[list[int]]:
+        """The code value of each digit 0-9 when the mapping gives every digit a code, else None."""
+        of_digit = self.mapping.code_of_digit
+        return [of_digit[d] for d in range(10)] if all(d in of_digit for d in range(10)) else None
 
 
 class RealReference:
@@ -127,14 +134,70 @@ class RealReference:
 
 
 @torch.no_grad()
-def generate(g: Generator, z: torch.Tensor, c: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
-    """G(z, c) in eval mode (batch-norm running statistics), in chunks."""
+def generate(g: Generator, z: torch.Tensor, c: torch.Tensor, u: Optional[torch.Tensor] = None,
+             batch_size: int = 1000) -> torch.Tensor:
+    """G(z, c, u) in eval mode (batch-norm running statistics), in chunks; ``u`` None = every
+    continuous code at 0."""
     was_training = g.training
     g.eval()
-    out = [g(z[i:i + batch_size], latents.one_hot(c[i:i + batch_size], g.code_dim))
+    out = [g(z[i:i + batch_size], latents.one_hot(c[i:i + batch_size], g.code_dim),
+             None if u is None else u[i:i + batch_size])
            for i in range(0, z.shape[0], batch_size)]
     g.train(was_training)
     return torch.cat(out)
+
+
+def uniform_codes(g: Generator, n: int, generator: torch.Generator, device: torch.device) -> Optional[torch.Tensor]:
+    """Continuous codes for ``n`` samples drawn as in training (None for a G without them, with
+    nothing drawn from ``generator``, so such a G is measured exactly as before they existed)."""
+    u = latents.continuous(n, g.continuous_codes, generator, torch.device("cpu"))
+    return None if u is None else u.to(device)
+
+
+CONTINUOUS_SAMPLES = 1000  # images behind each continuous code's correlations
+CONTINUOUS_STEPS = 10  # values of the code per set of other inputs
+
+
+def continuous_effects(g: Generator, seed: int, n: int = CONTINUOUS_SAMPLES) -> dict[str, float]:
+    """What each continuous code does to G's images, as Spearman rank correlations of its value
+    with their slant and with their stroke width (``metrics.slant_degrees``,
+    ``metrics.stroke_width``): ``eval/cont_c1_slant``, ``eval/cont_c1_width``, ... Empty for a G
+    without continuous codes.
+
+    ``n`` images per code: ``n / CONTINUOUS_STEPS`` sets of the other inputs (z, c and the other
+    codes, drawn as in training), each drawn with the code at ``CONTINUOUS_STEPS`` evenly spaced
+    values over its training range [-1, 1]. Each property is taken relative to its set's mean,
+    so ρ says how consistently moving the code moves the property with everything else held,
+    not how much of the digits' natural variety of slant it explains."""
+    if not g.continuous_codes:
+        return {}
+    from scipy.stats import spearmanr
+
+    device = next(g.parameters()).device
+    generator = torch.Generator().manual_seed(seed)
+    sets, steps = max(n // CONTINUOUS_STEPS, 2), CONTINUOUS_STEPS
+    values = torch.linspace(-1.0, 1.0, steps).repeat(sets)
+    out = {}
+    for k in range(g.continuous_codes):
+        z = torch.randn(sets, g.noise_dim, generator=generator).repeat_interleave(steps, 0)
+        c = torch.randint(g.code_dim, (sets,), generator=generator).repeat_interleave(steps)
+        u = latents.continuous(sets, g.continuous_codes, generator, torch.device("cpu")).repeat_interleave(steps, 0)
+        u[:, k] = values
+        images = generate(g, z.to(device), c.to(device), u.to(device)).squeeze(1).float().cpu().numpy()
+        for name, measure_of in (("slant", metrics.slant_degrees), ("width", metrics.stroke_width)):
+            measured = measure_of(images).reshape(sets, steps)
+            rho = spearmanr(values.numpy(), (measured - measured.mean(axis=1, keepdims=True)).ravel()).statistic
+            out[f"eval/cont_c{k + 1}_{name}"] = float(rho) if np.isfinite(rho) else 0.0
+    return out
+
+
+def traversal(g: Generator, index: int, noise: torch.Tensor, codes: torch.Tensor,
+              values: torch.Tensor = latents.TRAVERSAL_VALUES) -> torch.Tensor:
+    """Continuous code ``index`` swept over ``values`` (columns) for each categorical code value
+    in ``codes`` (rows), the same noise vector everywhere: images [rows * columns, 1, 28, 28]."""
+    device = next(g.parameters()).device
+    z, c, u = latents.traversal_inputs(noise.to(device), codes.to(device), g.continuous_codes, index, values)
+    return generate(g, z, c, u)
 
 
 def q_codes(d: Discriminator, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
@@ -167,7 +230,8 @@ def measure(g: Generator, d: Optional[Discriminator], classifier: Classifier, te
     code_dim = g.code_dim
     c = torch.arange(code_dim).repeat_interleave(samples_per_code)
     z = torch.randn(c.shape[0], g.noise_dim, generator=generator)
-    images = generate(g, z.to(device), c.to(device))
+    u = uniform_codes(g, c.shape[0], generator, device)
+    images = generate(g, z.to(device), c.to(device), u)
     predicted = predict(classifier, images).cpu().numpy()
     mapping = metrics.map_codes(c.numpy(), predicted, code_dim)
 
@@ -178,7 +242,8 @@ def measure(g: Generator, d: Optional[Discriminator], classifier: Classifier, te
 
     if code_dim >= 10 and len(set(mapping.digit_of_code[:code_dim].tolist())) >= 10:
         z_demo, c_demo = demo_inputs(n_demos, g.noise_dim, mapping.code_of_digit, generator, device)
-        demo_pred = predict(classifier, generate(g, z_demo, c_demo)).cpu().numpy()
+        u_demo = uniform_codes(g, c_demo.shape[0], generator, device)
+        demo_pred = predict(classifier, generate(g, z_demo, c_demo, u_demo)).cpu().numpy()
         scores = metrics.demo_scores(demo_pred.reshape(n_demos, 10, 10))
     else:
         scores = np.zeros(n_demos, dtype=int)
@@ -190,4 +255,5 @@ def measure(g: Generator, d: Optional[Discriminator], classifier: Classifier, te
         pick = torch.randperm(images.shape[0], generator=generator)[:fld_samples]
         fld = metrics.frechet_distance(features(classifier, images[pick.to(images.device)]), reference.features)
         floor = reference.floor
-    return Measurement(mapping, mapping.accuracy(), q_accuracy, scores, fld, floor)
+    return Measurement(mapping, mapping.accuracy(), q_accuracy, scores, fld, floor,
+                       continuous_effects(g, seed + 1))

@@ -37,3 +37,10 @@ def info_loss(q_logits: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
     H(c) minus this is the variational lower bound on I(c; G(z, c)) that InfoGAN maximises.
     """
     return F.cross_entropy(q_logits, c)
+
+
+def info_loss_continuous(means: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """The continuous codes' info term: the negative log-likelihood of u [B, K] under Q's
+    Gaussians N(means, 1) without its constant, 1/2 (u - mean)^2 summed over the K codes and
+    averaged over the batch (openai/InfoGAN's fixed-std continuous codes)."""
+    return 0.5 * (u - means).pow(2).sum(dim=1).mean()

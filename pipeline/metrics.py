@@ -1,4 +1,5 @@
-"""Pure metrics: the code -> digit mapping, accuracies, the lab's demo grade, Frechet distance.
+"""Pure metrics: the code -> digit mapping, accuracies, the lab's demo grade, Frechet distance,
+and the image moments that measure what a continuous code does (slant, stroke width).
 
 Nothing here knows about models, configs or MLflow; everything takes arrays and returns numbers.
 """
@@ -152,3 +153,42 @@ def period2_share(spectrum: np.ndarray) -> float:
     at_nyquist = np.zeros_like(power, dtype=bool)
     at_nyquist[0, :] = at_nyquist[:, 0] = True  # after fftshift, frequency -N/2 sits at index 0
     return float(power[at_nyquist].sum() / power.sum())
+
+
+# --- image moments: what a continuous code changes --------------------------------------------
+
+INK_THRESHOLD = 0.5  # a pixel in [0, 1] is ink at or above this
+
+
+def slant_degrees(images: np.ndarray) -> np.ndarray:
+    """The slant of each image's ink, in degrees from the vertical (0 upright, positive when the
+    top leans right): the angle of the shear that would make it upright, atan(cov(x, y) /
+    var(y)) from the intensity-weighted second moments. For a single stroke this is the angle of
+    its principal axis; unlike that axis it stays defined for round digits (an italic "0").
+    ``images`` [N, H, W] in [0, 1] (row 0 at the top); returns [N]."""
+    w = np.asarray(images, dtype=np.float64)
+    rows, cols = np.mgrid[0:w.shape[1], 0:w.shape[2]]
+    mass = w.sum(axis=(1, 2)).clip(min=1e-9)
+    cx = (w * cols).sum(axis=(1, 2)) / mass
+    cy = (w * rows).sum(axis=(1, 2)) / mass
+    dx = cols[None] - cx[:, None, None]
+    dy = cy[:, None, None] - rows[None]  # upwards
+    vyy = (w * dy * dy).sum(axis=(1, 2)) / mass
+    vxy = (w * dx * dy).sum(axis=(1, 2)) / mass
+    return np.degrees(np.arctan(vxy / vyy.clip(min=1e-9)))
+
+
+def stroke_width(images: np.ndarray) -> np.ndarray:
+    """Mean stroke width in pixels: the ink area A over the stroke's length, taken from its
+    skeleton (the one-pixel centre line, scikit-image's ``skeletonize``), so a larger digit drawn
+    with the same pen scores the same. The skeleton of a stroke of width w stops about w/2 short
+    of each end, so the width solves A = w (s + w) for skeleton length s. ``images`` [N, H, W]
+    in [0, 1]; 0 for an image without ink."""
+    from skimage.morphology import skeletonize
+
+    ink = np.asarray(images) >= INK_THRESHOLD
+    out = np.zeros(ink.shape[0])
+    for i, mask in enumerate(ink):
+        area, length = float(mask.sum()), float(skeletonize(mask).sum())
+        out[i] = (np.sqrt(length ** 2 + 4.0 * area) - length) / 2.0
+    return out

@@ -31,12 +31,17 @@ def _d_act() -> nn.Module:
 
 
 class Generator(nn.Module):
-    """G(z, c): noise [B, noise_dim] and one-hot code [B, code_dim] -> images [B, 1, 28, 28] in [0, 1]."""
+    """G(z, c, u): noise [B, noise_dim], one-hot code [B, code_dim] and, with ``continuous_codes``,
+    the continuous codes [B, continuous_codes] -> images [B, 1, 28, 28] in [0, 1]."""
 
-    def __init__(self, noise_dim: int, code_dim: int, arch: str, literal: bool = False):
+    continuous_codes = 0  # also what a generator pickled before continuous codes existed has
+
+    def __init__(self, noise_dim: int, code_dim: int, arch: str, literal: bool = False,
+                 continuous_codes: int = 0):
         super().__init__()
         self.noise_dim, self.code_dim, self.arch = noise_dim, code_dim, arch
-        in_dim = noise_dim + code_dim
+        self.continuous_codes = continuous_codes
+        in_dim = noise_dim + code_dim + continuous_codes
         if arch == "paper":
             relu = lambda: nn.ReLU(inplace=True)  # noqa: E731
             self.net = nn.Sequential(
@@ -80,16 +85,27 @@ class Generator(nn.Module):
             raise ValueError(f"unknown architecture {arch!r}")
         self.net = nn.Sequential(*stem, *body, nn.Sigmoid())
 
-    def forward(self, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, c: torch.Tensor, u: torch.Tensor | None = None) -> torch.Tensor:
+        """``u`` None means every continuous code at 0, the middle of its range."""
+        if self.continuous_codes:
+            if u is None:
+                u = z.new_zeros(z.shape[0], self.continuous_codes)
+            return self.net(torch.cat([z, c, u], dim=1))
         return self.net(torch.cat([z, c], dim=1))
 
 
 class Discriminator(nn.Module):
-    """The shared trunk with two heads: D's real/fake logit and Q's code logits."""
+    """The shared trunk with two heads: D's real/fake logit and Q. Q's last layer gives the code
+    logits and, with ``continuous_codes``, the means of Q's Gaussians over those codes."""
 
-    def __init__(self, code_dim: int, arch: str, q_hidden: int = 128, literal: bool = False):
+    continuous_codes = 0
+
+    def __init__(self, code_dim: int, arch: str, q_hidden: int = 128, literal: bool = False,
+                 continuous_codes: int = 0):
         super().__init__()
         self.code_dim, self.arch, self.q_hidden = code_dim, arch, q_hidden
+        self.continuous_codes = continuous_codes
+        q_out = code_dim + continuous_codes
         if arch == "paper":
             self.trunk = nn.Sequential(
                 nn.Conv2d(1, 64, 4, stride=2, padding=1), _d_act(),  # 28 -> 14
@@ -99,7 +115,7 @@ class Discriminator(nn.Module):
             self.batch_norm = True
             self.head = nn.Linear(1024, 1)
             self.q = nn.Sequential(nn.Linear(1024, q_hidden, bias=False), nn.BatchNorm1d(q_hidden), _d_act(),
-                                   nn.Linear(q_hidden, code_dim))
+                                   nn.Linear(q_hidden, q_out))
             return
         if arch == "tconv":
             norm = lambda m: m  # noqa: E731  (batch norm follows instead)
@@ -128,14 +144,19 @@ class Discriminator(nn.Module):
             # (std ~0.003 at the start): Q's logits stayed at 0 and its loss at ln 10 for epochs.
             # The InfoGAN paper's Q normalises its hidden layer; so does this variant's.
             self.q = nn.Sequential(nn.Linear(256, q_hidden, bias=False), nn.BatchNorm1d(q_hidden), _d_act(),
-                                   nn.Linear(q_hidden, code_dim))
+                                   nn.Linear(q_hidden, q_out))
         else:
-            self.q = nn.Sequential(nn.Linear(256, q_hidden), _d_act(), nn.Linear(q_hidden, code_dim))
+            self.q = nn.Sequential(nn.Linear(256, q_hidden), _d_act(), nn.Linear(q_hidden, q_out))
+
+    def read_codes(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Q on trunk features ``h``: (code logits [B, code_dim], continuous means [B, continuous_codes])."""
+        out = self.q(h)
+        return out[:, :self.code_dim], out[:, self.code_dim:]
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(d_logit [B], q_logits [B, code_dim])."""
         h = self.trunk(x)
-        return self.head(h).squeeze(1), self.q(h)
+        return self.head(h).squeeze(1), self.read_codes(h)[0]
 
 
 def init_weights(module: nn.Module) -> None:
@@ -169,7 +190,8 @@ def exportable(module: nn.Module) -> nn.Module:
         return module.eval()
     if not isinstance(module, Discriminator):
         raise TypeError(f"no plain form of a parametrized {type(module).__name__}")
-    plain = Discriminator(module.code_dim, module.arch, module.q_hidden)
+    plain = Discriminator(module.code_dim, module.arch, module.q_hidden,
+                          continuous_codes=module.continuous_codes)
     plain.load_state_dict(module.state_dict())
     plain.eval()
     for m in list(plain.modules()):
@@ -180,8 +202,10 @@ def exportable(module: nn.Module) -> nn.Module:
 
 
 def build(model_cfg, literal: bool = False) -> tuple[Generator, Discriminator]:
-    g = Generator(model_cfg.noise_dim, model_cfg.code_dim, model_cfg.arch, literal=literal)
-    d = Discriminator(model_cfg.code_dim, model_cfg.arch, model_cfg.q_hidden, literal=literal)
+    g = Generator(model_cfg.noise_dim, model_cfg.code_dim, model_cfg.arch, literal=literal,
+                  continuous_codes=model_cfg.continuous_codes)
+    d = Discriminator(model_cfg.code_dim, model_cfg.arch, model_cfg.q_hidden, literal=literal,
+                      continuous_codes=model_cfg.continuous_codes)
     init_weights(g)
     init_weights(d)
     return g, d

@@ -4,6 +4,8 @@ Each input row asks for ``n`` images of one ``digit`` (through the run's code ->
 which ``infogan evaluate`` writes) or of one raw ``code`` value, drawn from noise seeded by
 ``seed``: the same row always gives the same images. The output is float32 ``[sum of n, 28, 28]``
 in [0, 1], rows in order; the param ``format="png"`` returns one base64 PNG grid per row instead.
+A generator with continuous codes (``model.continuous_codes``) draws them from U(-1, 1) with the
+same seed, as in training.
 
 The model is logged from code (``generator_model.py`` names the class) with G's weights as a
 state dict read with ``weights_only=True`` and the package's source beside it: loading it
@@ -41,7 +43,8 @@ class GeneratorModel(mlflow.pyfunc.PythonModel):
         from .models import Generator
 
         spec = json.loads(Path(context.artifacts["spec"]).read_text())
-        self.g = Generator(spec["noise_dim"], spec["code_dim"], spec["arch"])
+        self.g = Generator(spec["noise_dim"], spec["code_dim"], spec["arch"],
+                           continuous_codes=spec.get("continuous_codes", 0))
         self.g.load_state_dict(torch.load(context.artifacts["weights"], map_location="cpu", weights_only=True))
         self.g.eval()
         self.run_id = spec.get("run_id")
@@ -69,8 +72,9 @@ class GeneratorModel(mlflow.pyfunc.PythonModel):
             generator = torch.Generator().manual_seed(seed)
             z = torch.randn(n, self.g.noise_dim, generator=generator)
             c = torch.nn.functional.one_hot(torch.full((n,), code), self.g.code_dim).float()
+            u = torch.rand(n, self.g.continuous_codes, generator=generator) * 2.0 - 1.0
             with torch.no_grad():
-                batches.append(self.g(z, c))
+                batches.append(self.g(z, c, u if self.g.continuous_codes else None))
         if out_format == "png":
             return [_png(grid_array(images, nrow=math.ceil(math.sqrt(images.shape[0])))) for images in batches]
         return torch.cat(batches).squeeze(1).numpy().astype(np.float32)
@@ -141,6 +145,7 @@ def log_generator(g, run_id: str, mapping: Optional[dict] = None, name: str = MO
         folder = Path(tmp)
         torch.save({k: v.detach().cpu() for k, v in g.state_dict().items()}, folder / "generator_state.pt")
         (folder / "spec.json").write_text(json.dumps({"noise_dim": g.noise_dim, "code_dim": g.code_dim,
+                                                      "continuous_codes": g.continuous_codes,
                                                       "arch": g.arch, "run_id": run_id}))
         artifacts = {"weights": str(folder / "generator_state.pt"), "spec": str(folder / "spec.json")}
         if mapping:

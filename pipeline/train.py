@@ -22,13 +22,14 @@ from omegaconf import DictConfig
 from torch.optim.swa_utils import AveragedModel
 from tqdm import tqdm
 
-from . import augment, checkpoint, faults, hardware, latents, losses, models
+from . import augment, checkpoint, faults, hardware, judge, latents, losses, models
 from .config import ConfigError, config_hash, flatten, from_yaml, resolve_path, to_yaml
 from .data import CACHE_FILE, as_tensors, prepare
 from .images import grid_array
 
 METRICS = ("loss/d", "loss/g", "loss/info", "prob/d_real", "prob/d_fake_before_g", "prob/d_fake_after_g",
            "grad/g_norm")
+CONTINUOUS_METRIC = "loss/info_cont"  # logged beside METRICS when the model has continuous codes
 # How long an epoch's end waits for its metric points to be stored before training goes on.
 EPOCH_END_WAIT_S = 30.0
 N_STYLES = 10  # noise vectors in the fixed grid (columns); rows are the code values
@@ -141,7 +142,8 @@ def train_step(g: models.Generator, d: models.Discriminator, opt: Optimisers, x:
                info_trains_d_trunk: bool, joint_batch: bool = False,
                info_view: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
                precision: Callable[[], ContextManager] = contextlib.nullcontext,
-               d_input: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> dict[str, torch.Tensor]:
+               d_input: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+               u: Optional[torch.Tensor] = None, continuous_weight: float = 1.0) -> dict[str, torch.Tensor]:
     """One InfoGAN iteration on real batch ``x`` with latents (z, c). Returns detached scalars.
 
     One fake batch serves both steps: G runs once, the D step reads it detached, the G step
@@ -162,12 +164,17 @@ def train_step(g: models.Generator, d: models.Discriminator, opt: Optimisers, x:
     steps: the images with fresh Gaussian noise added, so D cannot win on pixel detail that G
     cannot draw yet. The G step reads D on the same noisy fake it was trained against.
 
+    ``u`` (``model.continuous_codes``): the continuous codes G draws from. Q's means for them add
+    ``continuous_weight`` times their info term to the categorical one, in both steps. Q learns
+    them from the plain fake, never from ``info_view``: rotating and scaling a digit is exactly
+    what they are meant to encode.
+
     ``precision()`` is the context the forward passes run in (``hardware.autocast``: bf16
     autocast, or nothing); the losses are computed in fp32 from the logits either way.
     """
     n_real = x.shape[0]
     with precision():
-        fake = g(z, latents.one_hot(c, g.code_dim))
+        fake = g(z, latents.one_hot(c, g.code_dim), u)
     if d_input is not None:
         x, fake = d_input(x), d_input(fake)
 
@@ -188,14 +195,22 @@ def train_step(g: models.Generator, d: models.Discriminator, opt: Optimisers, x:
             d_real = d.head(d.trunk(x)).squeeze(1)
             h_fake = d.trunk(fake.detach())
             d_fake = d.head(h_fake).squeeze(1)
+        h_plain = h_fake if info_trains_d_trunk else h_fake.detach()
+        h_view = h_plain
         if info_view is not None:
-            h_fake = trunk(info_view(fake.detach()))
-        q_logits = d.q(h_fake if info_trains_d_trunk else h_fake.detach())
+            h_view = trunk(info_view(fake.detach()))
+            h_view = h_view if info_trains_d_trunk else h_view.detach()
+        q_logits, q_means = d.read_codes(h_view)
+        if u is not None and info_view is not None:
+            q_means = d.read_codes(h_plain)[1]
     d_real, d_fake = d_real.float(), d_fake.float()
     loss_d = losses.d_loss(d_real, d_fake)
+    info_d = losses.info_loss(q_logits.float(), c)
+    if u is not None:
+        info_d = info_d + continuous_weight * losses.info_loss_continuous(q_means.float(), u)
     opt.d.zero_grad(set_to_none=True)
     opt.q.zero_grad(set_to_none=True)
-    (loss_d + code_weight * losses.info_loss(q_logits.float(), c)).backward()
+    (loss_d + code_weight * info_d).backward()
     opt.d.step()
     opt.q.step()
 
@@ -204,16 +219,20 @@ def train_step(g: models.Generator, d: models.Discriminator, opt: Optimisers, x:
         with precision():
             h = trunk(fake)
             d_fake_after = d.head(h).squeeze(1).float()
-            q_logits = d.q(h).float()
+            q_logits, q_means = d.read_codes(h)
         loss_g = losses.g_loss(d_fake_after, g_loss_kind)
-        loss_info = losses.info_loss(q_logits, c)
+        loss_info = losses.info_loss(q_logits.float(), c)
+        info_g = loss_info
+        if u is not None:
+            loss_info_cont = losses.info_loss_continuous(q_means.float(), u)
+            info_g = loss_info + continuous_weight * loss_info_cont
         opt.g.zero_grad(set_to_none=True)
-        (loss_g + code_weight * loss_info).backward()
+        (loss_g + code_weight * info_g).backward()
         # How much G is told to change: where the saturating loss's gradient vanishes, this shows it.
         g_norm = torch.nn.utils.get_total_norm([p.grad for p in g.parameters() if p.grad is not None])
         opt.g.step()
 
-    return {
+    stats = {
         "loss/d": loss_d.detach(),
         "loss/g": loss_g.detach(),
         "loss/info": loss_info.detach(),
@@ -222,6 +241,9 @@ def train_step(g: models.Generator, d: models.Discriminator, opt: Optimisers, x:
         "prob/d_fake_after_g": torch.sigmoid(d_fake_after.detach()).mean(),
         "grad/g_norm": g_norm.detach(),
     }
+    if u is not None:
+        stats[CONTINUOUS_METRIC] = loss_info_cont.detach()
+    return stats
 
 
 @torch.no_grad()
@@ -236,26 +258,46 @@ def sample_grid(g: models.Generator, noise: torch.Tensor) -> torch.Tensor:
     return images
 
 
+def step_metrics(model_cfg) -> tuple[str, ...]:
+    """The names of the scalars ``train_step`` returns for this model."""
+    return METRICS + ((CONTINUOUS_METRIC,) if model_cfg.continuous_codes else ())
+
+
+def traversal_key(index: int) -> str:
+    """The step-indexed image of continuous code ``index`` (0-based): ``traversal/c1``, ..."""
+    return f"traversal/c{index + 1}"
+
+
+def traversal_grid(g: models.Generator, index: int, noise: torch.Tensor,
+                   codes: Optional[list[int]] = None) -> np.ndarray:
+    """Continuous code ``index`` from -2 to 2 (columns) for each code value in ``codes`` (rows;
+    default: every code value in order) with one noise vector, as a grid image."""
+    rows = torch.arange(g.code_dim) if codes is None else torch.tensor(codes)
+    images = judge.traversal(g, index, noise, rows)
+    return grid_array(images, nrow=latents.TRAVERSAL_VALUES.shape[0])
+
+
 class _Accumulator:
     """Sums of step scalars between two logging points (kept on the device; no per-step sync)."""
 
-    def __init__(self):
+    def __init__(self, keys: tuple[str, ...] = METRICS):
+        self.keys = keys
         self.sums: Optional[torch.Tensor] = None
         self.count = 0
 
     def add(self, stats: dict[str, torch.Tensor]) -> None:
-        values = torch.stack([stats[k] for k in METRICS])
+        values = torch.stack([stats[k] for k in self.keys])
         self.sums = values if self.sums is None else self.sums + values
         self.count += 1
 
     def means(self) -> dict[str, float]:
-        return dict(zip(METRICS, (self.sums / self.count).tolist()))
+        return dict(zip(self.keys, (self.sums / self.count).tolist()))
 
     def state(self) -> dict:
         return {"sums": None if self.sums is None else self.sums.cpu(), "count": self.count}
 
     def load(self, state: dict, device: torch.device) -> None:
-        if state["sums"] is not None and state["sums"].shape[0] != len(METRICS):
+        if state["sums"] is not None and state["sums"].shape[0] != len(self.keys):
             return  # saved before a metric was added: the interval's next point averages fewer steps
         self.sums = None if state["sums"] is None else state["sums"].to(device)
         self.count = state["count"]
@@ -305,7 +347,8 @@ def fit(cfg: DictConfig, tracker, ckpt_path: Path, resume: Optional[dict] = None
 
     step, epoch, it, perm = 0, 0, 0, None
     train_seconds = 0.0
-    acc = _Accumulator()
+    keys = step_metrics(mcfg)
+    acc = _Accumulator(keys)
     if resume is not None:
         g.load_state_dict(resume["g"])
         d.load_state_dict(resume["d"])
@@ -335,6 +378,7 @@ def fit(cfg: DictConfig, tracker, ckpt_path: Path, resume: Optional[dict] = None
     # The same for the epoch-end work (evaluation, grid): perf/epoch marks it done at a step.
     epoch_end_through = tracker.last_step("perf/epoch") if resume is not None else -1
     grid_steps = tracker.image_steps("samples") if resume is not None else set()
+    traversal_steps: dict[str, set[int]] = {}
 
     def state() -> dict:
         return {
@@ -368,12 +412,14 @@ def fit(cfg: DictConfig, tracker, ckpt_path: Path, resume: Optional[dict] = None
             while it < steps_per_epoch:
                 x = train_x[perm[it * bsz:(it + 1) * bsz]].float().div_(255.0)
                 z, c = latents.sample(bsz, mcfg.noise_dim, mcfg.code_dim, rng, device)
+                u = latents.continuous(bsz, mcfg.continuous_codes, rng, device)
                 if decay_steps:
                     set_lr_scale(opt, tcfg, lr_scale(step, total_steps, decay_steps))
                 d_input = noisy(instance_noise_std(step, total_steps, tcfg.instance_noise), rng)
                 acc.add(train_step(g, d, opt, x, z, c, tcfg.code_weight, tcfg.g_loss,
                                    tcfg.info_trains_d_trunk, tcfg.real_fake_batch == "joint", info_view,
-                                   lambda: hardware.autocast(precision, device), d_input))
+                                   lambda: hardware.autocast(precision, device), d_input,
+                                   u, tcfg.continuous_weight))
                 if g_ema is not None:
                     g_ema.update_parameters(g)
                 step += 1
@@ -396,7 +442,7 @@ def fit(cfg: DictConfig, tracker, ckpt_path: Path, resume: Optional[dict] = None
                     faults.point("step_logged")
                     bar.set_postfix({k.split("/")[-1]: f"{v:.3f}" for k, v in last.items()
                                      if k in ("loss/d", "loss/g", "loss/info")})
-                    acc = _Accumulator()
+                    acc = _Accumulator(keys)
                     interval_start, interval_images = time.perf_counter(), 0
                 stop_requested()  # after this step's logging, so the checkpoint resumes cleanly
             bar.close()
@@ -406,10 +452,16 @@ def fit(cfg: DictConfig, tracker, ckpt_path: Path, resume: Optional[dict] = None
             every = cfg.eval.every_epochs
             if step not in grid_steps:
                 tracker.log_image(grid_array(sample_grid(shown_g, noise), nrow=N_STYLES), key="samples", step=step)
+            rows = None  # the traversals' rows: digits 0-9 once a mapping gives each a code
             if evaluator is not None and every and (epoch % every == 0 or epoch == tcfg.epochs):
-                measured = evaluator(shown_g, d).as_metrics()
+                measurement = evaluator(shown_g, d)
+                measured, rows = measurement.as_metrics(), measurement.codes_by_digit()
                 last.update(measured)
                 faults.point("evaluated")
+            for index in range(mcfg.continuous_codes):
+                key = traversal_key(index)
+                if step not in traversal_steps.setdefault(key, tracker.image_steps(key) if resume else set()):
+                    tracker.log_image(traversal_grid(shown_g, index, noise[0], rows), key=key, step=step)
             if step > epoch_end_through:
                 tracker.log_metrics({**(measured or {}), "perf/train_seconds": train_seconds,
                                      "perf/epoch": float(epoch)}, step=step)
@@ -417,7 +469,9 @@ def fit(cfg: DictConfig, tracker, ckpt_path: Path, resume: Optional[dict] = None
                 log(f"epoch {epoch} evaluation: generated accuracy {measured['eval/gen_accuracy']:.3f}, "
                     f"Q accuracy {measured['eval/q_accuracy']:.3f}, demo min "
                     f"{measured['eval/demo_score_min']:.0f}/10"
-                    + (f", FLD {measured['eval/fld']:.1f}" if "eval/fld" in measured else ""))
+                    + (f", FLD {measured['eval/fld']:.1f}" if "eval/fld" in measured else "")
+                    + "".join(f", c{k + 1} ~ slant {measured[f'eval/cont_c{k + 1}_slant']:+.2f} / width "
+                              f"{measured[f'eval/cont_c{k + 1}_width']:+.2f}" for k in range(mcfg.continuous_codes)))
             if not tracker.flush(timeout=EPOCH_END_WAIT_S):  # the store is down: do not stall training
                 log(f"{tracker.waiting()} metric points wait for the tracking store; training goes on "
                     f"and the checkpoint is written locally")

@@ -15,6 +15,7 @@ from ..config import UsageError
 # What every training run logs; a run without one of these cannot be reported on.
 TRAIN_METRICS = ("loss/d", "loss/g", "loss/info", "prob/d_real", "prob/d_fake_before_g", "prob/d_fake_after_g")
 IMAGE_NAME = re.compile(r"^samples\+step\+(\d+)\+")
+TRAVERSAL_NAME = re.compile(r"^traversal~c(\d+)\+step\+(\d+)\+")
 SEED_SUFFIX = re.compile(r"\s+s\d+$")
 # Params that do not make two runs different experiments: the seed, where things were stored
 # and how many threads trained them.
@@ -32,7 +33,8 @@ class RunData:
     params: dict
     history: pd.DataFrame  # columns: key, step, value, timestamp
     # local PNGs: "step<N>" (the sample grid logged at step N), "first", "final", "real" (real
-    # test digits in the same layout), "demo", "confusion" (the evaluate stage's)
+    # test digits in the same layout), "demo", "confusion" (the evaluate stage's), "traversal_c<k>"
+    # (the last traversal of continuous code k)
     images: dict = field(default_factory=dict)
     grid_steps: list = field(default_factory=list)  # steps of the logged sample grids
 
@@ -132,11 +134,20 @@ def _check_metrics(runs) -> None:
 
 def _fetch_images(client, data: RunData, folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    steps = {}
+    steps, traversals = {}, {}
     for item in client.list_artifacts(data.run_id, "images"):
+        if not item.path.endswith(".png"):
+            continue
         match = IMAGE_NAME.match(Path(item.path).name)
-        if match and item.path.endswith(".png"):
+        if match:
             steps[int(match.group(1))] = item.path
+        match = TRAVERSAL_NAME.match(Path(item.path).name)
+        if match:
+            code, step = int(match.group(1)), int(match.group(2))
+            if step >= traversals.get(code, (-1, ""))[0]:
+                traversals[code] = (step, item.path)
+    for code, (_, path) in sorted(traversals.items()):
+        data.images[f"traversal_c{code}"] = client.download_artifacts(data.run_id, path, str(folder))
     data.grid_steps = sorted(steps)
     for step in data.grid_steps:  # a few small PNGs per run: every epoch's grid
         data.images[f"step{step}"] = client.download_artifacts(data.run_id, steps[step], str(folder))

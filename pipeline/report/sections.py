@@ -51,7 +51,7 @@ SETTINGS = (("model.arch", "architecture"), ("train.g_loss", "G loss"), ("train.
             ("train.epochs", "epochs"), ("train.info_augment", "Q on transformed fakes"),
             ("train.ema_decay", "G average (EMA)"), ("train.lr_decay_fraction", "lr decay (fraction)"),
             ("train.real_fake_batch", "D batch norm"), ("train.info_trains_d_trunk", "info term trains D's trunk"),
-            ("train.instance_noise", "noise on D's inputs (std)"))
+            ("train.instance_noise", "noise on D's inputs (std)"), ("model.continuous_codes", "continuous codes"))
 
 
 def num(text, digits: int = 3) -> str:
@@ -203,6 +203,7 @@ class Writer:
                        + ", ".join(missing) + "."))
         d.add(Prose("results_samples", "what the samples show: does each code draw one digit, does z vary the style?"))
         self.evaluation()
+        self.continuous_codes()
         d.add(Heading(2, "Training losses"),
               Figure([self.draw("losses", fig.loss_figure(self.runs))],
                      ["D, G and info losses against the training step (faint: each logged point, an average over "
@@ -239,6 +240,50 @@ class Writer:
               Figure([self.draw("eval_curves", fig.eval_figure(self.runs))],
                      ["Evaluations during training (200 samples per code, after every epoch); a star marks the "
                       "evaluate stage's figure. The dashed line is the FLD between two sets of real test digits."]))
+
+    def continuous_codes(self) -> None:
+        """The paper's continuous codes, for runs trained with them: what each code does to the
+        images, measured (rank correlations with slant and width) and shown (traversals)."""
+        runs = [r for r in self.runs if int(r.params.get("model.continuous_codes", "0")) > 0]
+        if not runs:
+            return
+        n_codes = max(int(r.params["model.continuous_codes"]) for r in runs)
+        rows = [[r.variant, r.seed] + [num(r.final(f"eval/cont_c{k}_{what}"))
+                                       for k in range(1, n_codes + 1) for what in ("slant", "width")]
+                for r in runs]
+        header = ["experiment", "seed"] + [f"c{k} ~ {what}" for k in range(1, n_codes + 1) for what in ("slant", "width")]
+        d = self.doc
+        d.add(Heading(2, "Continuous codes"),
+              Text(f"Beside the digit code, G gets {n_codes} continuous code(s) c_k ~ U(−1, 1). Q outputs a mean "
+                   "μ_k for each; its info term is the negative log-likelihood of c_k under a Gaussian of unit "
+                   "variance around μ_k, up to a constant (as in the InfoGAN code), added to the categorical term "
+                   f"with weight {self.values('train.continuous_weight')}:",
+                   f"Beside the digit code, G gets {n_codes} continuous code(s) $c_k tilde U(-1, 1)$. Q outputs a "
+                   "mean $mu_k$ for each; its info term is the negative log-likelihood of $c_k$ under a Gaussian "
+                   "of unit variance around $mu_k$, up to a constant (as in the InfoGAN code), added to the "
+                   f"categorical term with weight {self.values('train.continuous_weight')}:"),
+              Formula("cal(L)_I^\"cont\" = EE [sum_k 1/2 (c_k - mu_k (G(z, c, c_1, ...)))^2]",
+                      "L_I,cont = E[Σ_k ½ (c_k − μ_k(G(z, c, c_1, …)))²]"),
+              Text("What each code does, measured on 1,000 images: 100 random draws of the other inputs, each "
+                   "with the code at 10 evenly spaced values in [−1, 1]. The table gives the Spearman rank "
+                   "correlation of the code's value with the slant of the digit (the shear angle that would make "
+                   "its ink upright, from the image moments) and with its stroke width (ink area over the length "
+                   "of its skeleton), each relative to its draw's mean. The paper's claim holds for a code with "
+                   "|ρ| near 1 for one property and near 0 for the other."),
+              Table(header, rows, "rank correlations of each continuous code with slant and stroke width "
+                                  "(the evaluate stage's where it ran, else the last in-training evaluation)",
+                    align="ll" + "r" * (len(header) - 2), label="tab-continuous"))
+        panels = [(f"{r.variant}, seed {r.seed}: c{k}", r.images[f"traversal_c{k}"])
+                  for r in runs for k in range(1, n_codes + 1) if f"traversal_c{k}" in r.images]
+        if panels:
+            figure = fig.image_panels(panels, n_codes)
+            d.add(Figure([self.draw("traversals", figure)],
+                         ["The last traversal of each continuous code: rows are the digits 0-9 (through the code→digit "
+                          "mapping of that epoch's evaluation), columns the code from −2 to 2 (the training range is "
+                          "−1 to 1), one noise vector, the other codes at 0."], label="fig-traversals",
+                         width=figure.get_figwidth() / fig.FULL))
+        d.add(Prose("results_continuous", "what each continuous code learned, and whether it still varies smoothly "
+                                          "beyond the range it was trained on."))
 
     def g_losses(self) -> None:
         pairs = [r for r in self.runs if any(o.g_loss != r.g_loss and _differ_in_g_loss_only(r, o) for o in self.runs)]

@@ -10,6 +10,7 @@ import socket
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = str(REPO / "configs" / "smoke.yaml")
@@ -83,3 +84,30 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+
+class Recorder(torch.optim.Optimizer):
+    """Stands in for Adam: records the gradients it would apply, changes nothing."""
+
+    def __init__(self, params):
+        super().__init__(list(params), {})
+        self.seen = None
+
+    def step(self, closure=None):
+        self.seen = [None if p.grad is None else p.grad.clone()
+                     for group in self.param_groups for p in group["params"]]
+
+
+def recording_optimisers(g, d):
+    """The step's three optimisers as recorders: after ``train_step``, ``opt.d.seen`` holds D's
+    trunk then head gradients, ``opt.q.seen`` Q's, ``opt.g.seen`` G's."""
+    from pipeline.train import Optimisers
+
+    return Optimisers(d=Recorder([*d.trunk.parameters(), *d.head.parameters()]),
+                      q=Recorder(d.q.parameters()), g=Recorder(g.parameters()))
+
+
+def same(a, b) -> bool:
+    """Whether two lists of tensors are equal element for element."""
+    return all(torch.equal(x, y) for x, y in zip(a, b))

@@ -10,10 +10,10 @@ import torch
 from mlflow import MlflowClient
 from PIL import Image
 
-from conftest import SMOKE
+from conftest import SMOKE, recording_optimisers, same
 from pipeline import cli, evaluate, judge, latents, losses, metrics, models, train
 from pipeline.config import load_config
-from pipeline.train import Optimisers, train_step
+from pipeline.train import train_step
 
 ARCHES = ("paper", "tconv", "upsample_sn")
 
@@ -73,24 +73,11 @@ def test_traversal_inputs_sweep_one_code_with_everything_else_fixed():
     assert latents.TRAVERSAL_VALUES[0] == -2 and latents.TRAVERSAL_VALUES[-1] == 2
 
 
-class Recorder(torch.optim.Optimizer):
-    """Stands in for Adam: records the gradients it would apply, changes nothing."""
-
-    def __init__(self, params):
-        super().__init__(list(params), {})
-        self.seen = None
-
-    def step(self, closure=None):
-        self.seen = [None if p.grad is None else p.grad.clone()
-                     for group in self.param_groups for p in group["params"]]
-
-
 def step_grads(arch: str, continuous_weight: float, trains_trunk: bool = True, info_view=None) -> dict:
     cfg = load_config([], ["train.batch_size=8", f"model.arch={arch}", "model.continuous_codes=2"])
     torch.manual_seed(0)
     g, d = models.build(cfg.model)
-    opt = Optimisers(d=Recorder([*d.trunk.parameters(), *d.head.parameters()]),
-                     q=Recorder(d.q.parameters()), g=Recorder(g.parameters()))
+    opt = recording_optimisers(g, d)
     torch.manual_seed(1)
     x, z, c = torch.rand(8, 1, 28, 28), torch.randn(8, 54), torch.randint(10, (8,))
     u = torch.rand(8, 2) * 2 - 1
@@ -100,10 +87,6 @@ def step_grads(arch: str, continuous_weight: float, trains_trunk: bool = True, i
     q_last = opt.q.seen[-2]  # the weight of Q's last layer: rows 0-9 the code logits, 10-11 the means
     return {"trunk": opt.d.seen[:n_trunk], "head": opt.d.seen[n_trunk:], "g": opt.g.seen,
             "q_means": q_last[10:], "q_logits": q_last[:10], "stats": stats}
-
-
-def same(a, b) -> bool:
-    return all(torch.equal(x, y) for x, y in zip(a, b))
 
 
 @pytest.mark.parametrize("arch", ARCHES)

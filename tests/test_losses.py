@@ -7,9 +7,10 @@ import pytest
 import torch
 from torch.testing import assert_close
 
+from conftest import recording_optimisers, same
 from pipeline import augment, losses, models
 from pipeline.config import load_config
-from pipeline.train import (INFO_AUGMENT, Optimisers, averaged, lr_scale, make_optimisers, q_view,
+from pipeline.train import (INFO_AUGMENT, averaged, lr_scale, make_optimisers, q_view,
                             set_lr_scale, train_step)
 
 
@@ -56,25 +57,12 @@ def test_saturating_gradient_vanishes_where_non_saturating_does_not():
     assert abs(g_sat.item()) < 1e-3 < 0.99 < abs(g_ns.item())
 
 
-class Recorder(torch.optim.Optimizer):
-    """Stands in for Adam: records the gradients it would apply, changes nothing."""
-
-    def __init__(self, params):
-        super().__init__(list(params), {})
-        self.seen = None
-
-    def step(self, closure=None):
-        self.seen = [None if p.grad is None else p.grad.clone()
-                     for group in self.param_groups for p in group["params"]]
-
-
 def run_step(code_weight: float, trains_trunk: bool, arch: str = "paper", joint: bool = False, info_view=None,
              d_input=None):
     cfg = load_config([], ["train.batch_size=8", f"model.arch={arch}"])
     torch.manual_seed(0)
     g, d = models.build(cfg.model)
-    opt = Optimisers(d=Recorder([*d.trunk.parameters(), *d.head.parameters()]),
-                     q=Recorder(d.q.parameters()), g=Recorder(g.parameters()))
+    opt = recording_optimisers(g, d)
     torch.manual_seed(1)
     x, z, c = torch.rand(8, 1, 28, 28), torch.randn(8, 54), torch.randint(10, (8,))
     stats = train_step(g, d, opt, x, z, c, code_weight, "non_saturating", trains_trunk, joint_batch=joint,
@@ -82,10 +70,6 @@ def run_step(code_weight: float, trains_trunk: bool, arch: str = "paper", joint:
     n_trunk = len(list(d.trunk.parameters()))
     return {"trunk": opt.d.seen[:n_trunk], "head": opt.d.seen[n_trunk:], "q": opt.q.seen, "g": opt.g.seen,
             "d_after_g_step": [p.grad for p in d.trunk.parameters()], "stats": stats}
-
-
-def same(a, b):
-    return all(torch.equal(x, y) for x, y in zip(a, b))
 
 
 LAYOUTS = [("paper", False), ("tconv", True), ("upsample_sn", False)]  # arch, joint real+fake batch

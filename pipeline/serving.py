@@ -56,6 +56,7 @@ class GeneratorModel(mlflow.pyfunc.PythonModel):
     def predict(self, context, model_input, params: Optional[dict] = None):
         import torch
 
+        from . import latents
         from .images import grid_array
 
         rows = model_input.to_dict("records") if hasattr(model_input, "to_dict") else list(model_input)
@@ -72,9 +73,9 @@ class GeneratorModel(mlflow.pyfunc.PythonModel):
             generator = torch.Generator().manual_seed(seed)
             z = torch.randn(n, self.g.noise_dim, generator=generator)
             c = torch.nn.functional.one_hot(torch.full((n,), code), self.g.code_dim).float()
-            u = torch.rand(n, self.g.continuous_codes, generator=generator) * 2.0 - 1.0
+            u = latents.continuous(n, self.g.continuous_codes, generator, torch.device("cpu"))
             with torch.no_grad():
-                batches.append(self.g(z, c, u if self.g.continuous_codes else None))
+                batches.append(self.g(z, c, u))
         if out_format == "png":
             return [_png(grid_array(images, nrow=math.ceil(math.sqrt(images.shape[0])))) for images in batches]
         return torch.cat(batches).squeeze(1).numpy().astype(np.float32)

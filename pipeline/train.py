@@ -378,7 +378,8 @@ def fit(cfg: DictConfig, tracker, ckpt_path: Path, resume: Optional[dict] = None
     # The same for the epoch-end work (evaluation, grid): perf/epoch marks it done at a step.
     epoch_end_through = tracker.last_step("perf/epoch") if resume is not None else -1
     grid_steps = tracker.image_steps("samples") if resume is not None else set()
-    traversal_steps: dict[str, set[int]] = {}
+    traversal_steps = {traversal_key(i): tracker.image_steps(traversal_key(i)) if resume is not None else set()
+                       for i in range(mcfg.continuous_codes)}
 
     def state() -> dict:
         return {
@@ -460,7 +461,7 @@ def fit(cfg: DictConfig, tracker, ckpt_path: Path, resume: Optional[dict] = None
                 faults.point("evaluated")
             for index in range(mcfg.continuous_codes):
                 key = traversal_key(index)
-                if step not in traversal_steps.setdefault(key, tracker.image_steps(key) if resume else set()):
+                if step not in traversal_steps[key]:
                     tracker.log_image(traversal_grid(shown_g, index, noise[0], rows), key=key, step=step)
             if step > epoch_end_through:
                 tracker.log_metrics({**(measured or {}), "perf/train_seconds": train_seconds,

@@ -115,6 +115,8 @@ class EvalConfig:
     # Generated and real test images compared by the Frechet distance in classifier features (FLD);
     # eval/fld_floor is the distance between the next as many real test images and those (the floor).
     fld_samples: int = 2000
+    # Q's accuracy (eval/q_accuracy) on the first N real test images; null = all 10,000.
+    q_test_images: Optional[int] = None
     # The reference classifier: trained once, logged to this experiment, reused while these keys match.
     classifier_experiment: str = "classifier"
     classifier_epochs: int = 5
@@ -287,7 +289,7 @@ def validate(cfg: DictConfig, sources: Optional[dict] = None) -> None:
         at_least(key, 1)
     at_least("model.code_dim", 2)
     for key in ("eval.train_samples_per_code", "eval.samples_per_code", "eval.demos",
-                "eval.classifier_epochs", "eval.classifier_train_subset"):
+                "eval.classifier_epochs", "eval.classifier_train_subset", "eval.q_test_images"):
         at_least(key, 1)
     at_least("eval.every_epochs", 0)
     at_least("eval.fld_samples", 0)
@@ -354,7 +356,8 @@ NOT_HASHED = ("tracking.run_name", "tracking.system_metrics", "tracking.register
 
 # Keys added after runs were made, with the value that means "as before": at that value they are
 # left out of the hash, so runs made before they existed are still found as the same config.
-ADDED_LATER = {"train.instance_noise": 0.0, "model.continuous_codes": 0, "train.continuous_weight": 1.0}
+ADDED_LATER = {"train.instance_noise": 0.0, "model.continuous_codes": 0, "train.continuous_weight": 1.0,
+               "eval.q_test_images": None}
 
 
 def config_hash(cfg: DictConfig) -> str:

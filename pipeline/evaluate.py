@@ -102,7 +102,7 @@ class Evaluator:
                              samples_per_code=e.samples_per_code if full else e.train_samples_per_code,
                              n_demos=e.demos, fld_samples=e.fld_samples,
                              seed=self.cfg.seed + 7 if seed is None else seed,
-                             reference=self.reference)
+                             reference=self.reference, q_test_images=e.q_test_images)
 
 
 # --- loading a trained run ---------------------------------------------------------------------

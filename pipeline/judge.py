@@ -217,13 +217,15 @@ def demo_inputs(n_demos: int, noise_dim: int, code_of_digit: dict[int, int], gen
 
 def measure(g: Generator, d: Optional[Discriminator], classifier: Classifier, tensors: dict,
             samples_per_code: int = 1000, n_demos: int = 100, fld_samples: int = 0,
-            seed: int = 0, reference: Optional[RealReference] = None) -> Measurement:
+            seed: int = 0, reference: Optional[RealReference] = None,
+            q_test_images: Optional[int] = None) -> Measurement:
     """Everything the evaluate stage reports about a generator (and Q when ``d`` is given).
 
     ``tensors`` are the MNIST tensors (test_x/test_y used). The mapping comes from
     ``samples_per_code`` samples of every code value; demos use fresh noise through the mapping;
     FLD compares ``fld_samples`` generated images with as many real test images
-    (``reference`` may pass them precomputed; see RealReference for the floor).
+    (``reference`` may pass them precomputed; see RealReference for the floor); Q is graded on
+    the first ``q_test_images`` test images (None: all).
     """
     device = next(g.parameters()).device
     generator = torch.Generator().manual_seed(seed)
@@ -237,8 +239,8 @@ def measure(g: Generator, d: Optional[Discriminator], classifier: Classifier, te
 
     q_accuracy = float("nan")
     if d is not None:
-        codes = q_codes(d, tensors["test_x"]).cpu().numpy()
-        q_accuracy = metrics.mapped_accuracy(codes, tensors["test_y"].cpu().numpy(), mapping)
+        codes = q_codes(d, tensors["test_x"][:q_test_images]).cpu().numpy()
+        q_accuracy = metrics.mapped_accuracy(codes, tensors["test_y"][:q_test_images].cpu().numpy(), mapping)
 
     if code_dim >= 10 and len(set(mapping.digit_of_code[:code_dim].tolist())) >= 10:
         z_demo, c_demo = demo_inputs(n_demos, g.noise_dim, mapping.code_of_digit, generator, device)

@@ -483,6 +483,7 @@ def fit(cfg: DictConfig, tracker, ckpt_path: Path, resume: Optional[dict] = None
                 + ", ".join(f"{k} {v:.3f}" for k, v in last.items() if not k.startswith("eval/")))
             if on_eval is not None and measured is not None:
                 on_eval(epoch, step, measured)
+            faults.point("epoch_done")
             stop_requested()
             interval_start, interval_images = time.perf_counter(), 0
     except (KeyboardInterrupt, Interrupted):

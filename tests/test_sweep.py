@@ -9,14 +9,13 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
-from typing import Callable
 
 import pytest
 import yaml
 
 from conftest import REPO, free_port, subprocess_env
+from pipeline import faults
 
 SMOKE_SWEEP = REPO / "sweeps" / "smoke.yaml"
 
@@ -207,23 +206,13 @@ def _metric_steps(run_id: str, key: str) -> list[int]:
     return [m.step for m in MlflowClient().get_metric_history(run_id, key)]
 
 
-def _after_first_epoch(home: Path, proc: subprocess.Popen, act: Callable[[], None], timeout_s: float = 180):
-    """Wait until the sweep ``proc`` has trial 0 running with an epoch reported (trials of 3 epochs
-    of 48 steps are long enough to be caught between two), then ``act()``; returns that trial as
-    it was then, or None when the sweep ended or the time ran out first."""
-    from optuna.trial import TrialState
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.2)
-        try:
-            trials = load_study(home).trials
-        except Exception:  # the study is not created yet
-            continue
-        if trials and trials[0].state == TrialState.RUNNING and trials[0].intermediate_values:
-            act()
-            return trials[0]
-    return None
+def _sweep_stopped_after_first_epoch(home: Path, path: Path, signal_name: str) -> subprocess.CompletedProcess:
+    """The sweep command, sent ``signal_name`` by itself as trial 0's first epoch ends (its
+    checkpoint written and the epoch reported to Optuna): a deterministic point, not a race."""
+    env = subprocess_env(home)
+    env[faults.ENV], env[faults.SIGNAL_ENV] = "epoch_done:1", signal_name
+    return subprocess.run([sys.executable, "-m", "pipeline", "sweep", str(path)], env=env, cwd=home,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600)
 
 
 @pytest.mark.slow
@@ -232,14 +221,11 @@ def test_killed_sweep_resumes_the_trial_from_its_checkpoint(home, mnist_cache):
 
     from pipeline import sweep
 
-    path = sweep_file(home, mnist_cache, n_trials=2, epochs=3, pruner={"type": "none"},
-                      overrides=["train.steps_per_epoch=48", "train.log_every=8"])
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline", "sweep", str(path)], env=subprocess_env(home),
-                            cwd=home, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
-    # a crash: no handler runs, the trial stays RUNNING
-    caught = _after_first_epoch(home, proc, lambda: os.killpg(proc.pid, signal.SIGKILL))
-    proc.wait()
-    assert caught is not None, f"trial 0 was never caught between epochs: {proc.stderr.read().decode()[-2000:]}"
+    path = sweep_file(home, mnist_cache, n_trials=2, epochs=3, pruner={"type": "none"})
+    killed = _sweep_stopped_after_first_epoch(home, path, "SIGKILL")  # a crash: no handler runs
+    assert killed.returncode == -signal.SIGKILL, killed.stdout[-2000:]
+    (caught,) = load_study(home).trials
+    assert caught.state == TrialState.RUNNING and list(caught.intermediate_values) == [1]
     killed_run = caught.user_attrs["mlflow_run_id"]
 
     sweep.run(path, log=lambda m: None)  # the same command again
@@ -251,8 +237,8 @@ def test_killed_sweep_resumes_the_trial_from_its_checkpoint(home, mnist_cache):
     assert retry.state == TrialState.COMPLETE and retry.user_attrs["mlflow_run_id"] == killed_run
     assert retry.params == trials[0].params
     steps = _metric_steps(killed_run, "loss/d")  # resumed, not restarted: each step once
-    assert steps == list(range(8, 3 * 48 + 1, 8))
-    assert _metric_steps(killed_run, "eval/gen_accuracy") == [48, 96, 144]
+    assert steps == list(range(2, 3 * 8 + 1, 2))
+    assert _metric_steps(killed_run, "eval/gen_accuracy") == [8, 16, 24]
     kids = [r for r in runs_of("sweep-smoke") if "optuna.trial" in r.data.tags]
     assert len(kids) == 2 and all(r.info.status == "FINISHED" for r in kids)
 
@@ -262,13 +248,10 @@ def test_sigterm_stops_the_sweep_with_a_resume_hint_and_no_traceback(home, mnist
 
     from pipeline import sweep
 
-    path = sweep_file(home, mnist_cache, n_trials=1, epochs=3, pruner={"type": "none"},
-                      overrides=["train.steps_per_epoch=48", "train.log_every=8"])
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline", "sweep", str(path)], env=subprocess_env(home),
-                            cwd=home, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    _after_first_epoch(home, proc, lambda: proc.send_signal(signal.SIGTERM))
-    out, _ = proc.communicate(timeout=120)
-    assert proc.returncode == 143, out
+    path = sweep_file(home, mnist_cache, n_trials=1, epochs=3, pruner={"type": "none"})
+    stopped_proc = _sweep_stopped_after_first_epoch(home, path, "SIGTERM")
+    out = stopped_proc.stdout
+    assert stopped_proc.returncode == 143, out
     assert "Traceback" not in out and "failed with value None" not in out, out
     assert "trial 0 interrupted (terminated by SIGTERM); run " in out, out
     assert "Run the same command again to go on" in out, out
@@ -280,7 +263,7 @@ def test_sigterm_stops_the_sweep_with_a_resume_hint_and_no_traceback(home, mnist
     trials = load_study(home).trials
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]
     assert trials[1].user_attrs["mlflow_run_id"] == stopped.user_attrs["mlflow_run_id"]
-    assert _metric_steps(stopped.user_attrs["mlflow_run_id"], "eval/gen_accuracy") == [48, 96, 144]
+    assert _metric_steps(stopped.user_attrs["mlflow_run_id"], "eval/gen_accuracy") == [8, 16, 24]
 
 
 def test_a_trial_stopped_again_and_again_is_queued_again_each_time():

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import math
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -15,7 +13,7 @@ import torch
 from mlflow import MlflowClient
 
 from conftest import REPO, SMOKE, subprocess_env
-from pipeline import checkpoint, stages, train, tracking
+from pipeline import checkpoint, faults, stages, train, tracking
 from pipeline.config import load_config
 
 EXPECTED_METRICS = {"loss/d", "loss/g", "loss/info", "prob/d_real", "prob/d_fake_before_g",
@@ -112,18 +110,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(home, smoke_overri
     assert all(torch.isfinite(v).all() for v in ckpt["g"].values() if v.is_floating_point())
 
 
-def _wait_for(path_glob: str, root: Path, proc: subprocess.Popen, timeout: float = 180) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if list(root.glob(path_glob)):
-            return
-        if proc.poll() is not None:
-            raise AssertionError(f"training exited ({proc.returncode}) before writing {path_glob}")
-        time.sleep(0.02)
-    raise AssertionError(f"no {path_glob} after {timeout}s")
-
-
-LONG = ["train.epochs=6", "train.steps_per_epoch=12", "train.ema_decay=0.9"]
+LONG = ["train.epochs=3", "train.steps_per_epoch=12", "train.ema_decay=0.9"]
 
 
 def final_g_average(home: Path, run_id: str) -> dict:
@@ -132,41 +119,50 @@ def final_g_average(home: Path, run_id: str) -> dict:
     return train.load_checkpoint(load_config(), run_id)["g_ema"]
 
 
-def reference_run(tmp_path_factory, smoke_overrides, monkeypatch) -> tuple[list, dict]:
-    """The uninterrupted run of the same config, in a store of its own: its loss history and
-    its final moving average of G."""
+@pytest.fixture(scope="module")
+def uninterrupted_long(tmp_path_factory, mnist_cache, store_template) -> tuple[list, dict]:
+    """The uninterrupted run of the LONG config, in a store of its own: its loss history and its
+    final moving average of G."""
+    import shutil
+
     ref = tmp_path_factory.mktemp("reference")
-    monkeypatch.setenv("INFOGAN_HOME", str(ref))
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{ref / 'mlflow.db'}")
-    run_id = train.run(load_config([SMOKE], smoke_overrides + LONG), log=lambda m: None)
-    return history(run_id), final_g_average(ref, run_id)
+    shutil.copyfile(store_template, ref / "mlflow.db")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("INFOGAN_HOME", str(ref))
+        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{ref / 'mlflow.db'}")
+        tracking.configure()
+        run_id = train.run(load_config([SMOKE], [f"data.cache_dir={mnist_cache}", *LONG]), log=lambda m: None)
+        return history(run_id), final_g_average(ref, run_id)
 
 
 @pytest.mark.parametrize("how", ["crash", "sigterm"])
-def test_interrupted_run_resumes_without_duplicate_or_missing_steps(home, smoke_overrides, how,
-                                                                   tmp_path_factory, monkeypatch):
+def test_interrupted_run_resumes_without_duplicate_or_missing_steps(uninterrupted_long, home, smoke_overrides, how):
     command = [sys.executable, "-m", "pipeline", "train", "-c", SMOKE, *smoke_overrides, *LONG]
     env = subprocess_env(home)
-    proc = subprocess.Popen(command, env=env, cwd=home, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    _wait_for("checkpoints/*/last.pt", home, proc)
-    proc.send_signal(signal.SIGKILL if how == "crash" else signal.SIGTERM)
-    out, _ = proc.communicate(timeout=120)
+    # Stopped mid-epoch 2 (its 8th logged point, step 16), after epoch 1's checkpoint: a crash
+    # (SIGKILL, no handler runs) or SIGTERM (the loop checkpoints on its way out).
+    env[faults.ENV], env[faults.SIGNAL_ENV] = "step_logged:8", "SIGKILL" if how == "crash" else "SIGTERM"
+    proc = subprocess.run(command, env=env, cwd=home, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          timeout=600)
+    out = proc.stdout
     assert proc.returncode != 0, f"training finished before it could be interrupted:\n{out}"
     interrupted = only_run()
     assert interrupted.info.status == ("RUNNING" if how == "crash" else "KILLED"), out
     run_id = interrupted.info.run_id
+    env.pop(faults.ENV)
     if how == "sigterm":
         assert f"infogan train --resume {run_id}" in out
         command = [sys.executable, "-m", "pipeline", "train", "--resume", run_id]
     resumed = subprocess.run(command, env=env, cwd=home, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    assert "resuming at epoch" in resumed.stdout
+    where = "iteration 0, step 12" if how == "crash" else "iteration 4, step 16"  # epoch 1's or SIGTERM's checkpoint
+    assert f"resuming at epoch 2, {where}" in resumed.stdout, resumed.stdout
     final = only_run()  # the same run continued; no second run
     assert final.info.run_id == run_id and final.info.status == "FINISHED"
     steps = [step for step, _ in history(run_id)]
-    assert steps == list(range(2, 6 * 12 + 1, 2))
-    losses, average = history(run_id), final_g_average(home, run_id)  # before the store changes
-    reference_losses, reference_average = reference_run(tmp_path_factory, smoke_overrides, monkeypatch)
+    assert steps == list(range(2, 3 * 12 + 1, 2))
+    losses, average = history(run_id), final_g_average(home, run_id)
+    reference_losses, reference_average = uninterrupted_long
     assert losses == reference_losses
     assert average.keys() == reference_average.keys()
     for name, tensor in average.items():  # the average went on from where it stopped

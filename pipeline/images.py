@@ -12,7 +12,7 @@ def grid_array(images: torch.Tensor, nrow: int, padding: int = 2) -> np.ndarray:
     """[N, 1, H, W] images in [0, 1] -> an HxWx3 uint8 grid, ``nrow`` images per row, mid-grey
     between them and in the empty cells of a last row that is not full. The same pixels as
     ``torchvision.utils.make_grid(..., pad_value=0.5)`` for two or more images (a test checks);
-    written here because importing torchvision costs every command about 2.5 s on a 2-core CPU."""
+    written here because importing torchvision costs every command about 2.6 s on a 2-core CPU."""
     x = images.detach().float().cpu().clamp(0, 1)[:, 0]
     n, h, w = x.shape
     cols = min(nrow, n)

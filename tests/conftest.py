@@ -4,6 +4,7 @@ network needed) and a migrated MLflow store that already holds the smoke config'
 classifier, which each test's store starts as a copy of."""
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -48,6 +49,21 @@ def store_template(tmp_path_factory, mnist_cache) -> Path:
     return folder / "mlflow.db"
 
 
+@contextlib.contextmanager
+def own_store(folder: Path, store_template: Path):
+    """``folder`` as INFOGAN_HOME with its own copy of the session's store, and this process's
+    tracking store, until the block ends (for module-scoped fixtures; tests use ``home``)."""
+    from pipeline import tracking
+
+    shutil.copyfile(store_template, folder / "mlflow.db")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("INFOGAN_HOME", str(folder))
+        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{folder / 'mlflow.db'}")
+        patch.delenv("MLFLOW_RUN_ID", raising=False)
+        tracking.configure()
+        yield folder
+
+
 @pytest.fixture
 def home(tmp_path, monkeypatch, store_template) -> Path:
     """INFOGAN_HOME and a fresh SQLite store (a copy of the session's template) in a temporary folder."""
@@ -84,7 +100,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
 
 
 class Recorder(torch.optim.Optimizer):

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from conftest import SMOKE, free_port, subprocess_env
+from conftest import SMOKE, free_port, own_store, subprocess_env
 from pipeline import faults, tracking
 
 # (kill point, what it interrupts); smoke: 2 epochs of 8 steps, a point logged every 2 steps.
@@ -53,15 +53,9 @@ def curves(run_id: str) -> dict:
 
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory, mnist_cache, store_template):
-    import shutil
-
-    home = tmp_path_factory.mktemp("reference")
-    shutil.copyfile(store_template, home / "mlflow.db")
-    done = train(home, mnist_cache)
-    assert done.returncode == 0, done.stderr[-2000:]
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{home / 'mlflow.db'}")
-        tracking.configure()
+    with own_store(tmp_path_factory.mktemp("reference"), store_template) as home:
+        done = train(home, mnist_cache)
+        assert done.returncode == 0, done.stderr[-2000:]
         client = MlflowClient()
         (run,) = client.search_runs([client.get_experiment_by_name("smoke").experiment_id])
         return curves(run.info.run_id), grid_steps(run.info.run_id)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -19,7 +18,7 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from conftest import free_port, subprocess_env
+from conftest import free_port, own_store, subprocess_env
 from pipeline import cli, evaluate, serving, tracking, train
 from pipeline.config import load_config
 
@@ -30,13 +29,7 @@ SMOKE = REPO / "configs" / "smoke.yaml"
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, mnist_cache, store_template):
     """A smoke run with its models logged (the default), before any evaluation: (home, run id)."""
-    home = tmp_path_factory.mktemp("served")
-    shutil.copyfile(store_template, home / "mlflow.db")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("INFOGAN_HOME", str(home))
-        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{home / 'mlflow.db'}")
-        patch.delenv("MLFLOW_RUN_ID", raising=False)
-        tracking.configure()
+    with own_store(tmp_path_factory.mktemp("served"), store_template) as home:
         cfg = load_config([SMOKE], [f"data.cache_dir={mnist_cache}", "tracking.log_model=true"])
         run_id = train.run(cfg, log=lambda m: None)
     return home, run_id

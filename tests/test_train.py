@@ -12,7 +12,7 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-from conftest import REPO, SMOKE, subprocess_env
+from conftest import REPO, SMOKE, own_store, subprocess_env
 from pipeline import checkpoint, faults, stages, train, tracking
 from pipeline.config import load_config
 
@@ -123,14 +123,7 @@ def final_g_average(home: Path, run_id: str) -> dict:
 def uninterrupted_long(tmp_path_factory, mnist_cache, store_template) -> tuple[list, dict]:
     """The uninterrupted run of the LONG config, in a store of its own: its loss history and its
     final moving average of G."""
-    import shutil
-
-    ref = tmp_path_factory.mktemp("reference")
-    shutil.copyfile(store_template, ref / "mlflow.db")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("INFOGAN_HOME", str(ref))
-        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{ref / 'mlflow.db'}")
-        tracking.configure()
+    with own_store(tmp_path_factory.mktemp("reference"), store_template) as ref:
         run_id = train.run(load_config([SMOKE], [f"data.cache_dir={mnist_cache}", *LONG]), log=lambda m: None)
         return history(run_id), final_g_average(ref, run_id)
 

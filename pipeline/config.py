@@ -133,7 +133,7 @@ class TrackingConfig:
     # Log the final generator and discriminator/Q with mlflow.pytorch.log_model.
     log_model: bool = True
     # Sample CPU, memory, disk and network use into the training run's system/ metrics (MLflow's
-    # system metrics tab) every 10 s.
+    # system metrics tab) every 10 s (MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL sets another interval).
     system_metrics: bool = True
     # `infogan evaluate` registers the run's generator (the pyfunc model, mapping inside) under
     # this name in the MLflow Model Registry; null = do not register.

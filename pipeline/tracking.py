@@ -62,7 +62,9 @@ def check_server(uri: str, timeout: float = 5.0) -> None:
     _answered.add(uri)
 
 
-SYSTEM_METRICS_INTERVAL = 10.0  # seconds between samples of a training run's system metrics
+# Seconds between samples of a training run's system metrics, unless the environment's
+# MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL says otherwise (a run shorter than one interval logs none).
+SYSTEM_METRICS_INTERVAL = 10.0
 # Its monitor announces every start and stop; the metrics themselves are what matters.
 logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)
 
@@ -73,7 +75,8 @@ def configure() -> str:
     uri = tracking_uri()
     check_server(uri)
     mlflow.set_tracking_uri(uri)
-    mlflow.set_system_metrics_sampling_interval(SYSTEM_METRICS_INTERVAL)
+    if not os.environ.get("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL"):
+        mlflow.set_system_metrics_sampling_interval(SYSTEM_METRICS_INTERVAL)
     return uri
 
 
@@ -109,7 +112,8 @@ def start_run(experiment: str, run_name: Optional[str] = None, run_id: Optional[
     caller's, or the one ``mlflow run`` opened and passed as ``MLFLOW_RUN_ID``) logs into it;
     ``nested`` opens a child of the active run in the parent's experiment; else a new run in
     ``experiment``. ``system_metrics`` samples CPU, memory, disk and network (and GPU where
-    MLflow can read it) every SYSTEM_METRICS_INTERVAL seconds into the run's system/ metrics.
+    MLflow can read it) every SYSTEM_METRICS_INTERVAL seconds (or the environment's interval)
+    into the run's system/ metrics.
     """
     configure()
     active = mlflow.active_run()

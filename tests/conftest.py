@@ -13,6 +13,11 @@ from pathlib import Path
 import pytest
 import torch
 
+# Smoke runs last seconds; MLflow logs a run's system metrics only after a whole sampling
+# interval (10 s by default here), so the tests that look for them sample every 2 s. Inherited
+# by every process a test starts.
+os.environ["MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL"] = "2"
+
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = str(REPO / "configs" / "smoke.yaml")
 

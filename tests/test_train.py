@@ -189,6 +189,15 @@ def test_pipeline_runs_stages_as_children_of_one_parent(home, smoke_overrides):
     assert any(key.startswith("system/cpu_utilization") for key in trained.data.metrics), trained.data.metrics.keys()
 
 
+def test_system_metrics_sample_every_10_s_unless_the_environment_says_otherwise(monkeypatch, home):
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "3")
+    tracking.configure()
+    assert os.environ["MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL"] == "3"
+    monkeypatch.delenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL")
+    tracking.configure()
+    assert float(os.environ["MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL"]) == tracking.SYSTEM_METRICS_INTERVAL == 10
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("entry", ["train", "main"])
 def test_mlflow_run_entry_points(home, smoke_overrides, entry):

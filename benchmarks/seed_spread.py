@@ -28,7 +28,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline import evaluate, hardware, judge, models, train, tracking  # noqa: E402
+from pipeline import hardware, loop, measure, reference, tracking  # noqa: E402
 from pipeline.config import load_config, split_overrides  # noqa: E402
 from pipeline.data import as_tensors, prepare  # noqa: E402
 
@@ -55,8 +55,8 @@ def record(out: str, values: dict) -> None:
           f"{values['eval/demo_score_min']:.0f}, 10/10 {values['eval/demo_perfect_frac']:.0%}", file=sys.stderr, flush=True)
 
 
-def load_classifier(path: str, device: torch.device) -> models.Classifier:
-    classifier = models.Classifier().to(device)
+def load_classifier(path: str, device: torch.device) -> reference.Classifier:
+    classifier = reference.Classifier().to(device)
     classifier.load_state_dict(torch.load(path, map_location=device))
     return classifier.eval()
 
@@ -66,12 +66,12 @@ def worker(tag: str, files: list[str], overrides: list[str], classifier_path: st
     arrays, _ = prepare(cfg.data, log=lambda s: None)
     device = hardware.pick_device(cfg.train.device)
     tensors = as_tensors(arrays, device)
-    evaluator = evaluate.Evaluator(cfg, load_classifier(classifier_path, device), tensors)
+    evaluator = measure.Evaluator(cfg, load_classifier(classifier_path, device), tensors)
     with tempfile.TemporaryDirectory() as tmp:
-        result = train.fit(cfg, Recorder(tag, out), Path(tmp) / "last.pt", arrays=arrays,
+        result = loop.fit(cfg, Recorder(tag, out), Path(tmp) / "last.pt", arrays=arrays,
                            evaluator=evaluator, log=lambda s: None)
-    final = evaluator(result["g"], result["d"], full=True).as_metrics()
-    record(out, {"tag": tag, "step": result["step"], "final": True, "demos": cfg.eval.demos, **final})
+    final = evaluator(result.g, result.d, full=True).as_metrics()
+    record(out, {"tag": tag, "step": result.step, "final": True, "demos": cfg.eval.demos, **final})
 
 
 def seeds_of(text: str) -> list[int]:
@@ -114,10 +114,10 @@ def main() -> None:
     tmp = tempfile.TemporaryDirectory()
     if args.classifier:
         classifier_path = args.classifier
-        accuracy = judge.test_accuracy(load_classifier(classifier_path, tensors["test_x"].device), tensors)
+        accuracy = reference.test_accuracy(load_classifier(classifier_path, tensors["test_x"].device), tensors)
     else:
         tracking.configure()
-        classifier, _, accuracy = evaluate.get_classifier(cfg, tensors, info.sha256)
+        classifier, _, accuracy = reference.get_classifier(cfg, tensors, info.sha256)
         classifier_path = str(Path(tmp.name) / "classifier.pt")
         torch.save(classifier.state_dict(), classifier_path)
     print(f"{len(jobs)} runs, {args.workers} at a time; reference classifier test accuracy {accuracy:.4f}",

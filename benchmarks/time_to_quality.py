@@ -52,7 +52,7 @@ def main() -> None:
     for seed, run_id in jobs:
         if run_id is None:
             cfg = load_config(args.config, [*overrides, f"seed={seed}", f"tracking.run_name=ttq-seed{seed}"])
-            run_id = train.run(cfg, auto_resume=False)
+            run_id = train.stage(cfg, auto_resume=False)
         else:
             seed = int(tracking.get_run(run_id).data.params["seed"])
         rows = table(run_id)

@@ -58,7 +58,7 @@ def worker(arch: str, variant: str, seconds: float, batch_size: int) -> dict:
 
     from pipeline import hardware, latents, losses, models
     from pipeline.config import load_config
-    from pipeline.train import averaged, make_optimisers, q_view, train_step
+    from pipeline.step import averaged, make_optimisers, q_view, train_step
 
     bsz = 256 if variant == "b256" else batch_size
     if variant == "1thread":

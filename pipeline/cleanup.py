@@ -13,7 +13,7 @@ from typing import Callable
 
 from omegaconf import DictConfig
 
-from . import checkpoint, tracking, train
+from . import checkpoint, runs, tracking
 from .config import resolve_path
 
 
@@ -42,7 +42,7 @@ def survey(cfg: DictConfig) -> list[Folder]:
         elif run.info.lifecycle_stage == "deleted":
             state, removable = "run deleted", True
         elif run.info.status == "FINISHED":
-            state = "finished; " + ("its checkpoint is logged" if train.checkpoint_logged(run.info.run_id) else
+            state = "finished; " + ("its checkpoint is logged" if runs.checkpoint_logged(run.info.run_id) else
                                     "this is its only checkpoint (evaluate and resume need it)")
             removable = True
         elif has_working_copy:

@@ -259,26 +259,3 @@ def as_tensors(arrays: Arrays, device: torch.device, subset: Optional[int] = Non
         "test_x": torch.from_numpy(arrays["test_images"]).unsqueeze(1).to(device),
         "test_y": torch.from_numpy(arrays["test_labels"]).long().to(device),
     }
-
-
-def run(cfg, nested: bool = False, log: Callable[[str], None] = print) -> str:
-    """The ``data`` stage: prepare the cache and log what was used (source, checksum, counts)
-    as an MLflow dataset input plus tags; returns the run id."""
-    from . import tracking
-
-    arrays, info = prepare(cfg.data, log=log)
-    with tracking.start_run(cfg.tracking.experiment, "data", nested=nested) as active:
-        tracker = tracking.MlflowTracker(active.info.run_id)
-        tracker.set_tags({"infogan.stage": "data", "infogan.data_source": info.source,
-                          "infogan.data_sha256": info.sha256, "infogan.data_cache": str(info.cache)})
-        tracker.log_params({"data.train_images": len(arrays["train_labels"]),
-                            "data.test_images": len(arrays["test_labels"])})
-        for split in ("train", "test"):
-            tracker.log_dataset(arrays[f"{split}_images"], arrays[f"{split}_labels"], name=f"mnist-{split}",
-                                source=str(info.cache / CACHE_FILE), digest=info.sha256, context=split)
-        tracker.log_text(json.dumps({"source": info.source, "sha256": info.sha256,
-                                     "train_counts": list(info.train_counts),
-                                     "test_counts": list(info.test_counts)}, indent=2), "data_manifest.json")
-        log(f"MNIST ready: {len(arrays['train_labels'])} train / {len(arrays['test_labels'])} test "
-            f"images from {info.source}")
-        return active.info.run_id

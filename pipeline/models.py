@@ -13,6 +13,9 @@ instead (used by the benchmark's textbook loop and by the test that proves the t
 """
 from __future__ import annotations
 
+import functools
+from typing import Callable, NamedTuple
+
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
@@ -30,6 +33,120 @@ def _d_act() -> nn.Module:
     return nn.LeakyReLU(D_SLOPE, inplace=True)
 
 
+def _paper_g(in_dim: int, literal: bool) -> nn.Sequential:
+    relu = lambda: nn.ReLU(inplace=True)  # noqa: E731
+    return nn.Sequential(
+        nn.Linear(in_dim, 1024, bias=False), nn.BatchNorm1d(1024), relu(),
+        nn.Linear(1024, 128 * 7 * 7, bias=False), nn.BatchNorm1d(128 * 7 * 7), relu(),
+        nn.Unflatten(1, (128, 7, 7)),
+        nn.ConvTranspose2d(128, 64, 4, stride=2, padding=1, bias=False),  # 7 -> 14
+        nn.BatchNorm2d(64), relu(),
+        nn.ConvTranspose2d(64, 1, 4, stride=2, padding=1),  # 14 -> 28
+        nn.Sigmoid(),
+    )
+
+
+def _handout_stem(in_dim: int, literal: bool) -> list[nn.Module]:
+    """The handout's G up to its 256 x 4 x 4 map (shared by ``tconv`` and ``upsample_sn``)."""
+    if literal:
+        stem = [nn.Unflatten(1, (in_dim, 1, 1)),
+                nn.ConvTranspose2d(in_dim, 512, 1, bias=False), nn.BatchNorm2d(512), _g_act(),
+                nn.ConvTranspose2d(512, 256, 4, bias=False)]
+    else:
+        stem = [nn.Linear(in_dim, 512, bias=False), nn.BatchNorm1d(512), _g_act(),
+                nn.Linear(512, 256 * 4 * 4, bias=False), nn.Unflatten(1, (256, 4, 4))]
+    return stem + [nn.BatchNorm2d(256), _g_act()]
+
+
+def _tconv_g(in_dim: int, literal: bool) -> nn.Sequential:
+    stem = _handout_stem(in_dim, literal)
+    body = [
+        nn.ConvTranspose2d(256, 128, 5, stride=2, padding=2, bias=False),  # 4 -> 7
+        nn.BatchNorm2d(128), _g_act(),
+        nn.ConvTranspose2d(128, 64, 2, stride=2, bias=False),  # 7 -> 14
+        nn.BatchNorm2d(64), _g_act(),
+        nn.ConvTranspose2d(64, 1, 2, stride=2),  # 14 -> 28
+    ]
+    return nn.Sequential(*stem, *body, nn.Sigmoid())
+
+
+def _upsample_g(in_dim: int, literal: bool) -> nn.Sequential:
+    stem = _handout_stem(in_dim, literal)
+    # Resize, then convolve: every output pixel sees the same number of kernel taps, so there is
+    # no checkerboard pattern from uneven overlap.
+    body = [
+        nn.Upsample(size=(7, 7), mode="bilinear", align_corners=False),
+        nn.Conv2d(256, 128, 3, padding=1, bias=False), nn.BatchNorm2d(128), _g_act(),
+        nn.Upsample(scale_factor=2, mode="nearest"),
+        nn.Conv2d(128, 64, 3, padding=1, bias=False), nn.BatchNorm2d(64), _g_act(),
+        nn.Upsample(scale_factor=2, mode="nearest"),
+        nn.Conv2d(64, 1, 3, padding=1),
+    ]
+    return nn.Sequential(*stem, *body, nn.Sigmoid())
+
+
+class DParts(NamedTuple):
+    trunk: nn.Module
+    head: nn.Module
+    q: nn.Module
+    batch_norm: bool  # one sample's features depend on the rest of its batch
+
+
+def _paper_d(q_hidden: int, q_out: int, literal: bool) -> DParts:
+    trunk = nn.Sequential(
+        nn.Conv2d(1, 64, 4, stride=2, padding=1), _d_act(),  # 28 -> 14
+        nn.Conv2d(64, 128, 4, stride=2, padding=1, bias=False), nn.BatchNorm2d(128), _d_act(),  # -> 7
+        nn.Flatten(), nn.Linear(128 * 7 * 7, 1024, bias=False), nn.BatchNorm1d(1024), _d_act(),
+    )
+    head = nn.Linear(1024, 1)
+    q = nn.Sequential(nn.Linear(1024, q_hidden, bias=False), nn.BatchNorm1d(q_hidden), _d_act(),
+                      nn.Linear(q_hidden, q_out))
+    return DParts(trunk, head, q, True)
+
+
+def _handout_d(q_hidden: int, q_out: int, literal: bool, sn: bool) -> DParts:
+    """The handout's D: batch norm (``tconv``), or spectral norm and no batch norm (``upsample_sn``)."""
+    if sn:
+        norm = spectral_norm
+        bn2 = bn1 = lambda n: nn.Identity()  # noqa: E731
+    else:
+        norm = lambda m: m  # noqa: E731  (batch norm follows instead)
+        bn2, bn1 = nn.BatchNorm2d, nn.BatchNorm1d
+    trunk = [
+        norm(nn.Conv2d(1, 64, 4, stride=2, padding=1)), _d_act(),  # 28 -> 14
+        norm(nn.Conv2d(64, 128, 4, stride=2, padding=1, bias=sn)),  # 14 -> 7
+        bn2(128), _d_act(),
+    ]
+    if literal:
+        trunk += [norm(nn.Conv2d(128, 256, 7, bias=sn)), bn2(256), _d_act(), nn.Flatten()]
+    else:
+        trunk += [nn.Flatten(), norm(nn.Linear(128 * 7 * 7, 256, bias=sn)), bn1(256), _d_act()]
+    head = norm(nn.Linear(256, 1))
+    if sn:
+        # Spectral norm leaves the trunk's features about 1000x smaller than batch norm does (std
+        # ~0.003 at the start): Q's logits stayed at 0 and its loss at ln 10 for epochs. The
+        # InfoGAN paper's Q normalises its hidden layer; so does this variant's.
+        q = nn.Sequential(nn.Linear(256, q_hidden, bias=False), nn.BatchNorm1d(q_hidden), _d_act(),
+                          nn.Linear(q_hidden, q_out))
+    else:
+        q = nn.Sequential(nn.Linear(256, q_hidden), _d_act(), nn.Linear(q_hidden, q_out))
+    return DParts(nn.Sequential(*trunk), head, q, not sn)
+
+
+# ``model.arch`` -> (G's network, D's parts): the one place the names become layers.
+ARCHITECTURES: dict[str, tuple[Callable[..., nn.Sequential], Callable[..., DParts]]] = {
+    "paper": (_paper_g, _paper_d),
+    "tconv": (_tconv_g, functools.partial(_handout_d, sn=False)),
+    "upsample_sn": (_upsample_g, functools.partial(_handout_d, sn=True)),
+}
+
+
+def _architecture(arch: str):
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {arch!r}; known: {', '.join(ARCHITECTURES)}")
+    return ARCHITECTURES[arch]
+
+
 class Generator(nn.Module):
     """G(z, c, u): noise [B, noise_dim], one-hot code [B, code_dim] and, with ``continuous_codes``,
     the continuous codes [B, continuous_codes] -> images [B, 1, 28, 28] in [0, 1]."""
@@ -41,49 +158,7 @@ class Generator(nn.Module):
         super().__init__()
         self.noise_dim, self.code_dim, self.arch = noise_dim, code_dim, arch
         self.continuous_codes = continuous_codes
-        in_dim = noise_dim + code_dim + continuous_codes
-        if arch == "paper":
-            relu = lambda: nn.ReLU(inplace=True)  # noqa: E731
-            self.net = nn.Sequential(
-                nn.Linear(in_dim, 1024, bias=False), nn.BatchNorm1d(1024), relu(),
-                nn.Linear(1024, 128 * 7 * 7, bias=False), nn.BatchNorm1d(128 * 7 * 7), relu(),
-                nn.Unflatten(1, (128, 7, 7)),
-                nn.ConvTranspose2d(128, 64, 4, stride=2, padding=1, bias=False),  # 7 -> 14
-                nn.BatchNorm2d(64), relu(),
-                nn.ConvTranspose2d(64, 1, 4, stride=2, padding=1),  # 14 -> 28
-                nn.Sigmoid(),
-            )
-            return
-        if literal:
-            stem = [nn.Unflatten(1, (in_dim, 1, 1)),
-                    nn.ConvTranspose2d(in_dim, 512, 1, bias=False), nn.BatchNorm2d(512), _g_act(),
-                    nn.ConvTranspose2d(512, 256, 4, bias=False)]
-        else:
-            stem = [nn.Linear(in_dim, 512, bias=False), nn.BatchNorm1d(512), _g_act(),
-                    nn.Linear(512, 256 * 4 * 4, bias=False), nn.Unflatten(1, (256, 4, 4))]
-        stem += [nn.BatchNorm2d(256), _g_act()]
-        if arch == "tconv":
-            body = [
-                nn.ConvTranspose2d(256, 128, 5, stride=2, padding=2, bias=False),  # 4 -> 7
-                nn.BatchNorm2d(128), _g_act(),
-                nn.ConvTranspose2d(128, 64, 2, stride=2, bias=False),  # 7 -> 14
-                nn.BatchNorm2d(64), _g_act(),
-                nn.ConvTranspose2d(64, 1, 2, stride=2),  # 14 -> 28
-            ]
-        elif arch == "upsample_sn":
-            # Resize, then convolve: every output pixel sees the same number of kernel taps,
-            # so there is no checkerboard pattern from uneven overlap.
-            body = [
-                nn.Upsample(size=(7, 7), mode="bilinear", align_corners=False),
-                nn.Conv2d(256, 128, 3, padding=1, bias=False), nn.BatchNorm2d(128), _g_act(),
-                nn.Upsample(scale_factor=2, mode="nearest"),
-                nn.Conv2d(128, 64, 3, padding=1, bias=False), nn.BatchNorm2d(64), _g_act(),
-                nn.Upsample(scale_factor=2, mode="nearest"),
-                nn.Conv2d(64, 1, 3, padding=1),
-            ]
-        else:
-            raise ValueError(f"unknown architecture {arch!r}")
-        self.net = nn.Sequential(*stem, *body, nn.Sigmoid())
+        self.net = _architecture(arch)[0](noise_dim + code_dim + continuous_codes, literal)
 
     def forward(self, z: torch.Tensor, c: torch.Tensor, u: torch.Tensor | None = None) -> torch.Tensor:
         """``u`` None means every continuous code at 0, the middle of its range."""
@@ -105,48 +180,11 @@ class Discriminator(nn.Module):
         super().__init__()
         self.code_dim, self.arch, self.q_hidden = code_dim, arch, q_hidden
         self.continuous_codes = continuous_codes
-        q_out = code_dim + continuous_codes
-        if arch == "paper":
-            self.trunk = nn.Sequential(
-                nn.Conv2d(1, 64, 4, stride=2, padding=1), _d_act(),  # 28 -> 14
-                nn.Conv2d(64, 128, 4, stride=2, padding=1, bias=False), nn.BatchNorm2d(128), _d_act(),  # -> 7
-                nn.Flatten(), nn.Linear(128 * 7 * 7, 1024, bias=False), nn.BatchNorm1d(1024), _d_act(),
-            )
-            self.batch_norm = True
-            self.head = nn.Linear(1024, 1)
-            self.q = nn.Sequential(nn.Linear(1024, q_hidden, bias=False), nn.BatchNorm1d(q_hidden), _d_act(),
-                                   nn.Linear(q_hidden, q_out))
-            return
-        if arch == "tconv":
-            norm = lambda m: m  # noqa: E731  (batch norm follows instead)
-            bn2, bn1 = nn.BatchNorm2d, nn.BatchNorm1d
-        elif arch == "upsample_sn":
-            norm = spectral_norm
-            bn2 = bn1 = lambda n: nn.Identity()  # noqa: E731
-        else:
-            raise ValueError(f"unknown architecture {arch!r}")
-        trunk = [
-            norm(nn.Conv2d(1, 64, 4, stride=2, padding=1)), _d_act(),  # 28 -> 14
-            norm(nn.Conv2d(64, 128, 4, stride=2, padding=1, bias=arch != "tconv")),  # 14 -> 7
-            bn2(128), _d_act(),
-        ]
-        if literal:
-            trunk += [norm(nn.Conv2d(128, 256, 7, bias=arch != "tconv")), bn2(256), _d_act(), nn.Flatten()]
-        else:
-            trunk += [nn.Flatten(), norm(nn.Linear(128 * 7 * 7, 256, bias=arch != "tconv")), bn1(256), _d_act()]
-        self.trunk = nn.Sequential(*trunk)
+        parts = _architecture(arch)[1](q_hidden, code_dim + continuous_codes, literal)
+        self.trunk, self.head, self.q = parts.trunk, parts.head, parts.q
         # With batch norm, one sample's features depend on the rest of its batch (see
-        # train.train_step and train.real_fake_batch).
-        self.batch_norm = arch == "tconv"
-        self.head = norm(nn.Linear(256, 1))
-        if arch == "upsample_sn":
-            # Spectral norm leaves the trunk's features about 1000x smaller than batch norm does
-            # (std ~0.003 at the start): Q's logits stayed at 0 and its loss at ln 10 for epochs.
-            # The InfoGAN paper's Q normalises its hidden layer; so does this variant's.
-            self.q = nn.Sequential(nn.Linear(256, q_hidden, bias=False), nn.BatchNorm1d(q_hidden), _d_act(),
-                                   nn.Linear(q_hidden, q_out))
-        else:
-            self.q = nn.Sequential(nn.Linear(256, q_hidden), _d_act(), nn.Linear(q_hidden, q_out))
+        # step.train_step and train.real_fake_batch).
+        self.batch_norm = parts.batch_norm
 
     def read_codes(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Q on trunk features ``h``: (code logits [B, code_dim], continuous means [B, continuous_codes])."""
@@ -209,29 +247,3 @@ def build(model_cfg, literal: bool = False) -> tuple[Generator, Discriminator]:
     init_weights(g)
     init_weights(d)
     return g, d
-
-
-class Classifier(nn.Module):
-    """The reference MNIST classifier used to judge generators (not part of InfoGAN).
-
-    ``features`` (128-D, after the last hidden layer) is the space of the Frechet distance.
-    """
-
-    FEATURES = 128
-
-    def __init__(self):
-        super().__init__()
-        self.body = nn.Sequential(
-            nn.Conv2d(1, 32, 3, padding=1, bias=False), nn.BatchNorm2d(32), nn.ReLU(inplace=True),
-            nn.MaxPool2d(2),  # 28 -> 14
-            nn.Conv2d(32, 64, 3, padding=1, bias=False), nn.BatchNorm2d(64), nn.ReLU(inplace=True),
-            nn.MaxPool2d(2),  # 14 -> 7
-            nn.Flatten(), nn.Linear(64 * 7 * 7, self.FEATURES), nn.ReLU(inplace=True),
-        )
-        self.out = nn.Sequential(nn.Dropout(0.3), nn.Linear(self.FEATURES, 10))
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.out(self.body(x))

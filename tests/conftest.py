@@ -39,7 +39,7 @@ def store_template(tmp_path_factory, mnist_cache) -> Path:
     every copy of the store reads)."""
     import torch
 
-    from pipeline import evaluate, tracking
+    from pipeline import reference, tracking
     from pipeline.config import load_config
     from pipeline.data import as_tensors, prepare
 
@@ -50,7 +50,7 @@ def store_template(tmp_path_factory, mnist_cache) -> Path:
         tracking.configure()
         cfg = load_config([SMOKE], [f"data.cache_dir={mnist_cache}"])
         arrays, info = prepare(cfg.data, log=lambda m: None)
-        evaluate.get_classifier(cfg, as_tensors(arrays, torch.device("cpu")), info.sha256, log=lambda m: None)
+        reference.get_classifier(cfg, as_tensors(arrays, torch.device("cpu")), info.sha256, log=lambda m: None)
     return folder / "mlflow.db"
 
 
@@ -122,7 +122,7 @@ class Recorder(torch.optim.Optimizer):
 def recording_optimisers(g, d):
     """The step's three optimisers as recorders: after ``train_step``, ``opt.d.seen`` holds D's
     trunk then head gradients, ``opt.q.seen`` Q's, ``opt.g.seen`` G's."""
-    from pipeline.train import Optimisers
+    from pipeline.step import Optimisers
 
     return Optimisers(d=Recorder([*d.trunk.parameters(), *d.head.parameters()]),
                       q=Recorder(d.q.parameters()), g=Recorder(g.parameters()))

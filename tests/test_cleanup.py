@@ -4,7 +4,7 @@ from __future__ import annotations
 from mlflow import MlflowClient
 
 from conftest import SMOKE
-from pipeline import checkpoint, cli, evaluate, train
+from pipeline import checkpoint, cli, evaluate, runs, train
 from pipeline.config import load_config
 
 
@@ -13,13 +13,13 @@ def logged_checkpoints(run_id: str) -> list[str]:
 
 
 def test_a_finished_run_keeps_one_checkpoint_and_gc_clears_what_nothing_needs(home, smoke_overrides, capsys):
-    kept = train.run(load_config([SMOKE], smoke_overrides), log=lambda m: None)
+    kept = train.stage(load_config([SMOKE], smoke_overrides), log=lambda m: None)
     assert logged_checkpoints(kept) == ["checkpoints/last.pt"]
     assert not (home / "checkpoints" / kept).exists()  # the logged copy is the only one
-    assert train.load_checkpoint(load_config(), kept)["step"] == 16
-    evaluate.run(kept, log=lambda m: None)  # reads the logged copy
+    assert runs.load_checkpoint(load_config(), kept)["step"] == 16
+    evaluate.evaluate_run(kept, log=lambda m: None)  # reads the logged copy
 
-    local_only = train.run(load_config([SMOKE], smoke_overrides + ["tracking.checkpoint_keep=none", "seed=1"]),
+    local_only = train.stage(load_config([SMOKE], smoke_overrides + ["tracking.checkpoint_keep=none", "seed=1"]),
                            log=lambda m: None)
     assert logged_checkpoints(local_only) == []
     assert (home / "checkpoints" / local_only / checkpoint.CHECKPOINT_FILE).is_file()

@@ -6,7 +6,8 @@ from omegaconf import OmegaConf
 
 from conftest import free_port
 from pipeline import cli
-from pipeline.config import ARCHES, Config, ConfigError, flatten, from_yaml, load_config, to_yaml
+from pipeline.config import Config, ConfigError, flatten, from_yaml, load_config, to_yaml
+from pipeline.models import ARCHITECTURES
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -78,7 +79,7 @@ def test_base_yaml_is_the_schema_defaults():
 @pytest.mark.parametrize("path", sorted(str(p) for p in (REPO / "configs").rglob("*.yaml")), ids=lambda p: Path(p).name)
 def test_every_shipped_config_loads(path):
     cfg = load_config([path])
-    assert cfg.model.arch in ARCHES
+    assert cfg.model.arch in ARCHITECTURES
 
 
 def test_stored_config_with_the_old_decay_key_loads_as_a_fraction():

@@ -11,9 +11,9 @@ from mlflow import MlflowClient
 from PIL import Image
 
 from conftest import SMOKE, recording_optimisers, same
-from pipeline import cli, evaluate, judge, latents, losses, metrics, models, train
+from pipeline import cli, evaluate, latents, losses, measure, metrics, models, runs, train
 from pipeline.config import load_config
-from pipeline.train import train_step
+from pipeline.step import train_step
 
 ARCHES = ("paper", "tconv", "upsample_sn")
 
@@ -177,19 +177,20 @@ class BarGenerator(torch.nn.Module):
 
 
 def test_correlations_find_which_code_controls_slant_and_which_width():
-    effects = judge.continuous_effects(BarGenerator(), seed=0, n=300)
+    effects = measure.continuous_effects(BarGenerator(), seed=0, n=300)
     assert set(effects) == {"eval/cont_c1_slant", "eval/cont_c1_width", "eval/cont_c2_slant", "eval/cont_c2_width"}
     assert effects["eval/cont_c1_slant"] > 0.95 and effects["eval/cont_c2_width"] > 0.9
     assert abs(effects["eval/cont_c1_width"]) < 0.3 and abs(effects["eval/cont_c2_slant"]) < 0.2
     g, _ = models.build(load_config([], []).model)
-    assert judge.continuous_effects(g, seed=0) == {}  # no continuous codes, nothing measured
+    assert measure.continuous_effects(g, seed=0) == {}  # no continuous codes, nothing measured
 
 
 def test_smoke_run_with_two_continuous_codes_logs_traverses_serves_and_reports(home, smoke_overrides, tmp_path):
-    from pipeline import report, serving
+    from pipeline import report
+    from pipeline.tracking import serving
 
     cfg = load_config([SMOKE], smoke_overrides + ["model.continuous_codes=2", "tracking.log_model=true"])
-    run_id = train.run(cfg, log=lambda m: None)
+    run_id = train.stage(cfg, log=lambda m: None)
     client = MlflowClient()
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED" and run.data.params["model.continuous_codes"] == "2"
@@ -203,7 +204,7 @@ def test_smoke_run_with_two_continuous_codes_logs_traverses_serves_and_reports(h
         logged = sorted(int(n.split("+step+")[1].split("+")[0]) for n in names
                         if n.startswith(f"traversal~{code}+") and n.endswith(".png") and "compressed" not in n)
         assert logged == [8, 16], (code, names)
-    q_weights = [v for k, v in train.load_checkpoint(cfg, run_id)["d"].items() if k.startswith("q.") and k.endswith("weight")]
+    q_weights = [v for k, v in runs.load_checkpoint(cfg, run_id)["d"].items() if k.startswith("q.") and k.endswith("weight")]
     assert q_weights[-1].shape[0] == 12  # Q's last layer: 10 code logits + 2 means
 
     evaluate.stage(run_id, log=lambda m: None)

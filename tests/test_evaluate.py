@@ -18,7 +18,7 @@ from pipeline.config import load_config
 
 @pytest.fixture
 def smoke_run(home, smoke_overrides) -> str:
-    return train.run(load_config([SMOKE], smoke_overrides), log=lambda m: None)
+    return train.stage(load_config([SMOKE], smoke_overrides), log=lambda m: None)
 
 
 def test_training_logs_eval_metrics_each_epoch(smoke_run, smoke_overrides):
@@ -30,7 +30,7 @@ def test_training_logs_eval_metrics_each_epoch(smoke_run, smoke_overrides):
     classifier = client.search_runs([client.get_experiment_by_name("classifier").experiment_id])
     assert len(classifier) == 1 and "test_accuracy" in classifier[0].data.metrics
     # another training seed is judged by the same classifier, not a new one
-    train.run(load_config([SMOKE], smoke_overrides + ["seed=1"]), log=lambda m: None)
+    train.stage(load_config([SMOKE], smoke_overrides + ["seed=1"]), log=lambda m: None)
     assert len(client.search_runs([client.get_experiment_by_name("classifier").experiment_id])) == 1
 
 

@@ -8,7 +8,7 @@ import torch
 from mlflow import MlflowClient
 
 from conftest import SMOKE
-from pipeline import hardware, train
+from pipeline import hardware, runs, train
 from pipeline.config import ConfigError, load_config
 
 CPU = torch.device("cpu")
@@ -40,12 +40,12 @@ def test_precision_must_be_one_of_the_known_values():
 def test_bf16_smoke_run_logs_finite_losses_and_says_which_precision_it_used(home, smoke_overrides):
     said: list[str] = []
     short = ["train.epochs=1", "train.steps_per_epoch=4", "train.log_every=1"]  # bf16 is emulated on most CPUs: slow
-    run_id = train.run(load_config([SMOKE], smoke_overrides + short + ["train.precision=bf16"]), log=said.append)
+    run_id = train.stage(load_config([SMOKE], smoke_overrides + short + ["train.precision=bf16"]), log=said.append)
     run = MlflowClient().get_run(run_id)
     assert run.info.status == "FINISHED"
     assert run.data.params["precision_used"] == "bf16" and run.data.tags["infogan.precision"] == "bf16"
     assert any(line.startswith("training on cpu in bf16") for line in said), said
     history = MlflowClient().get_metric_history(run_id, "loss/d") + MlflowClient().get_metric_history(run_id, "loss/g")
     assert len(history) == 8 and all(math.isfinite(m.value) for m in history)
-    ckpt = train.load_checkpoint(load_config([SMOKE], smoke_overrides), run_id)
+    ckpt = runs.load_checkpoint(load_config([SMOKE], smoke_overrides), run_id)
     assert all(t.dtype == torch.float32 for t in ckpt["g"].values() if t.is_floating_point())  # fp32 master weights

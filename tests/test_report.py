@@ -28,13 +28,13 @@ def three_runs(home, smoke_overrides):
     from pipeline.config import load_config
 
     def smoke(*extra):
-        return train.run(load_config([SMOKE], [*smoke_overrides, *extra]), log=quiet)
+        return train.stage(load_config([SMOKE], [*smoke_overrides, *extra]), log=quiet)
 
     tconv = smoke("model.arch=tconv", "train.real_fake_batch=joint", "tracking.run_name=tconv-run")
     saturating = smoke("model.arch=tconv", "train.real_fake_batch=joint", "train.g_loss=saturating",
                        "tracking.run_name=tconv-sat")
     upsample = smoke("model.arch=upsample_sn", "tracking.run_name=upsample-run")
-    evaluate.run(tconv, log=quiet)
+    evaluate.evaluate_run(tconv, log=quiet)
     return tconv, saturating, upsample
 
 

@@ -19,7 +19,8 @@ import pytest
 from mlflow import MlflowClient
 
 from conftest import free_port, own_store, subprocess_env
-from pipeline import cli, evaluate, serving, tracking, train
+from pipeline import cli, evaluate, names, tracking, train
+from pipeline.tracking import serving
 from pipeline.config import load_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -31,7 +32,7 @@ def trained(tmp_path_factory, mnist_cache, store_template):
     """A smoke run with its models logged (the default), before any evaluation: (home, run id)."""
     with own_store(tmp_path_factory.mktemp("served"), store_template) as home:
         cfg = load_config([SMOKE], [f"data.cache_dir={mnist_cache}", "tracking.log_model=true"])
-        run_id = train.run(cfg, log=lambda m: None)
+        run_id = train.stage(cfg, log=lambda m: None)
     return home, run_id
 
 
@@ -57,7 +58,7 @@ def test_generator_goes_from_codes_to_digits_to_the_registry(store, tmp_path, ca
     assert (Path(before._model_impl.context.artifacts["weights"]).name == "generator_state.pt")  # no pickled module
 
     evaluate.stage(run_id, log=lambda m: None)
-    mapping = json.loads(tracking.read_text(run_id, evaluate.MAPPING_FILE))
+    mapping = json.loads(tracking.read_text(run_id, names.MAPPING_FILE))
     after = serving.load(f"runs:/{run_id}/{serving.MODEL_NAME}")  # the newest: mapping inside
     code = mapping["code_of_digit"]["7"]
     by_digit = after.predict(pd.DataFrame([{"digit": 7, "n": 4, "seed": 2}]))

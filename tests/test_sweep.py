@@ -142,7 +142,7 @@ def test_smoke_sweep_nests_three_comparable_trials_and_exports_the_best(home, mn
     from pipeline.config import load_config
 
     best_yaml = home / "best.yaml"
-    best = sweep.run(sweep_file(home, mnist_cache), export_best=best_yaml, log=lambda m: None)
+    best = sweep.stage(sweep_file(home, mnist_cache), export_best=best_yaml, log=lambda m: None)
 
     study = load_study(home)
     assert len(study.trials) == 3
@@ -193,7 +193,7 @@ def test_a_pruned_trial_ends_killed(home, mnist_cache):
 
     # No generator reaches an accuracy above 1: the threshold pruner stops the trial after epoch 1.
     path = sweep_file(home, mnist_cache, n_trials=1, pruner={"type": "threshold", "lower": 1.01})
-    sweep.run(path, log=lambda m: None)
+    sweep.stage(path, log=lambda m: None)
     trial = load_study(home).trials[0]
     assert trial.state == TrialState.PRUNED and list(trial.intermediate_values) == [1]
     (run,) = [r for r in runs_of("sweep-smoke") if "optuna.trial" in r.data.tags]
@@ -228,7 +228,7 @@ def test_killed_sweep_resumes_the_trial_from_its_checkpoint(home, mnist_cache):
     assert caught.state == TrialState.RUNNING and list(caught.intermediate_values) == [1]
     killed_run = caught.user_attrs["mlflow_run_id"]
 
-    sweep.run(path, log=lambda m: None)  # the same command again
+    sweep.stage(path, log=lambda m: None)  # the same command again
 
     trials = load_study(home).trials
     states = [t.state for t in trials]
@@ -258,7 +258,7 @@ def test_sigterm_stops_the_sweep_with_a_resume_hint_and_no_traceback(home, mnist
     (stopped,) = load_study(home).trials
     assert stopped.state == TrialState.FAIL and stopped.user_attrs["interrupted"]
 
-    sweep.run(path, log=lambda m: None)  # the same command again: the trial goes on and completes
+    sweep.stage(path, log=lambda m: None)  # the same command again: the trial goes on and completes
 
     trials = load_study(home).trials
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]
@@ -273,19 +273,19 @@ def test_a_trial_stopped_again_and_again_is_queued_again_each_time():
 
     from pipeline import sweep
 
-    sweep._quiet_experimental()
+    sweep.quiet_experimental()
     study = optuna.create_study()
     trial = study.ask({"train.lr_g": FloatDistribution(1e-4, 1e-2, log=True)})
     params = trial.params
     for _ in range(4):  # more stops than heartbeat.max_retry (2) allows crashes
         trial.set_user_attr("interrupted", True)
         study.tell(trial, state=TrialState.FAIL)
-        sweep._requeue_interrupted(study)
-        sweep._requeue_interrupted(study)  # a second look queues nothing more
+        sweep.requeue_interrupted(study)
+        sweep.requeue_interrupted(study)  # a second look queues nothing more
         (waiting,) = study.get_trials(states=(TrialState.WAITING,))
         assert waiting.params == params
         trial = study.ask()
-    assert sweep._summary(study) == "4 interrupted, 1 running"
+    assert sweep.describe(study) == "4 interrupted, 1 running"
 
 
 @pytest.mark.slow
@@ -294,7 +294,7 @@ def test_two_workers_share_one_study_and_run_exactly_n_trials(home, mnist_cache)
 
     from pipeline import sweep
 
-    sweep.run(sweep_file(home, mnist_cache, pruner={"type": "none"}), workers=2, log=lambda m: None)
+    sweep.stage(sweep_file(home, mnist_cache, pruner={"type": "none"}), workers=2, log=lambda m: None)
     trials = load_study(home).trials
     assert len(trials) == 3 and all(t.state == TrialState.COMPLETE for t in trials)
     kids = [r for r in runs_of("sweep-smoke") if "optuna.trial" in r.data.tags]
@@ -342,7 +342,7 @@ def test_two_workers_on_a_postgresql_storage(home, mnist_cache, postgres_url):
     from pipeline import sweep
 
     path = sweep_file(home, mnist_cache, n_trials=2, pruner={"type": "none"})
-    sweep.run(path, storage=postgres_url, workers=2, log=lambda m: None)
+    sweep.stage(path, storage=postgres_url, workers=2, log=lambda m: None)
     trials = load_study(home, url=postgres_url).trials
     assert len(trials) == 2 and all(t.state == TrialState.COMPLETE for t in trials)
     parent = load_study(home, url=postgres_url).user_attrs["mlflow_parent_run_id"]

@@ -13,7 +13,7 @@ import torch
 from mlflow import MlflowClient
 
 from conftest import REPO, SMOKE, own_store, subprocess_env
-from pipeline import checkpoint, faults, stages, train, tracking
+from pipeline import checkpoint, faults, loop, losses, runs, stages, train, tracking
 from pipeline.config import load_config
 
 EXPECTED_METRICS = {"loss/d", "loss/g", "loss/info", "prob/d_real", "prob/d_fake_before_g",
@@ -33,7 +33,7 @@ def only_run(experiment: str = "smoke"):
 
 def test_smoke_run_logs_everything_a_user_looks_for(home, smoke_overrides):
     cfg = load_config([SMOKE], smoke_overrides + ["tracking.log_model=true"])
-    run_id = train.run(cfg, log=lambda m: None)
+    run_id = train.stage(cfg, log=lambda m: None)
     client = MlflowClient()
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED"
@@ -53,7 +53,7 @@ def test_smoke_run_logs_everything_a_user_looks_for(home, smoke_overrides):
     images = g(z, torch.eye(10))
     assert images.shape == (10, 1, 28, 28)
     assert (images[0] - images[1]).abs().max() > 1e-4
-    ckpt = train.load_checkpoint(cfg, run_id)
+    ckpt = runs.load_checkpoint(cfg, run_id)
     assert ckpt["step"] == 16 and ckpt["run_id"] == run_id and "lr_g: 0.001" in ckpt["config"]
 
 
@@ -62,7 +62,7 @@ def test_every_architecture_logs_models_that_load_back(home, smoke_overrides, ar
     """The paper network is covered above; spectral norm (upsample_sn) cannot be pickled as it
     trains, so its logged discriminator must be the same function in a plain form."""
     cfg = load_config([SMOKE], smoke_overrides + ["tracking.log_model=true", f"model.arch={arch}"])
-    run_id = train.run(cfg, log=lambda m: None)
+    run_id = train.stage(cfg, log=lambda m: None)
     assert MlflowClient().get_run(run_id).info.status == "FINISHED"
     import mlflow.pytorch
 
@@ -70,7 +70,7 @@ def test_every_architecture_logs_models_that_load_back(home, smoke_overrides, ar
 
     g = mlflow.pytorch.load_model(f"runs:/{run_id}/generator").eval()
     d = mlflow.pytorch.load_model(f"runs:/{run_id}/discriminator").eval()
-    ckpt = train.load_checkpoint(cfg, run_id)
+    ckpt = runs.load_checkpoint(cfg, run_id)
     trained_g, trained_d = models.build(cfg.model)
     trained_g.load_state_dict(ckpt["g_ema"])
     trained_d.load_state_dict(ckpt["d"])
@@ -83,29 +83,29 @@ def test_every_architecture_logs_models_that_load_back(home, smoke_overrides, ar
 
 def test_same_seed_same_losses(home, smoke_overrides):
     cfg = load_config([SMOKE], smoke_overrides)
-    first = train.run(cfg, log=lambda m: None)
-    second = train.run(cfg, log=lambda m: None)
+    first = train.stage(cfg, log=lambda m: None)
+    second = train.stage(cfg, log=lambda m: None)
     assert first != second
     assert history(first) == history(second)
-    other = train.run(load_config([SMOKE], smoke_overrides + ["seed=1"]), log=lambda m: None)
+    other = train.stage(load_config([SMOKE], smoke_overrides + ["seed=1"]), log=lambda m: None)
     assert history(other) != history(first)
 
 
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(home, smoke_overrides, monkeypatch):
     cfg = load_config([SMOKE], smoke_overrides)
-    real_d_loss, calls = train.losses.d_loss, {"n": 0}
+    real_d_loss, calls = losses.d_loss, {"n": 0}
 
     def poisoned(d_real, d_fake):  # NaN from the 11th iteration on (epoch 2)
         calls["n"] += 1
         loss = real_d_loss(d_real, d_fake)
         return loss * float("nan") if calls["n"] > 10 else loss
 
-    monkeypatch.setattr(train.losses, "d_loss", poisoned)
-    with pytest.raises(train.NonFiniteLoss, match=r"loss/d, .*became non-finite at step 12"):
-        train.run(cfg, log=lambda m: None)
+    monkeypatch.setattr(losses, "d_loss", poisoned)
+    with pytest.raises(loop.NonFiniteLoss, match=r"loss/d, .*became non-finite at step 12"):
+        train.stage(cfg, log=lambda m: None)
     run = only_run()
     assert run.info.status == "FAILED" and run.data.tags["infogan.stop_reason"] == "non_finite"
-    ckpt = train.load_checkpoint(cfg, run.info.run_id)
+    ckpt = runs.load_checkpoint(cfg, run.info.run_id)
     assert ckpt["step"] == 8  # the end of epoch 1, untouched
     assert all(torch.isfinite(v).all() for v in ckpt["g"].values() if v.is_floating_point())
 
@@ -116,7 +116,7 @@ LONG = ["train.epochs=3", "train.steps_per_epoch=12", "train.ema_decay=0.9"]
 def final_g_average(home: Path, run_id: str) -> dict:
     """From the run's kept checkpoint (the logged one: a finished run keeps no working copy)."""
     assert not (home / "checkpoints" / run_id / checkpoint.CHECKPOINT_FILE).exists()
-    return train.load_checkpoint(load_config(), run_id)["g_ema"]
+    return runs.load_checkpoint(load_config(), run_id)["g_ema"]
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +124,7 @@ def uninterrupted_long(tmp_path_factory, mnist_cache, store_template) -> tuple[l
     """The uninterrupted run of the LONG config, in a store of its own: its loss history and its
     final moving average of G."""
     with own_store(tmp_path_factory.mktemp("reference"), store_template) as ref:
-        run_id = train.run(load_config([SMOKE], [f"data.cache_dir={mnist_cache}", *LONG]), log=lambda m: None)
+        run_id = train.stage(load_config([SMOKE], [f"data.cache_dir={mnist_cache}", *LONG]), log=lambda m: None)
         return history(run_id), final_g_average(ref, run_id)
 
 
@@ -227,10 +227,10 @@ def test_mlflow_run_entry_points(home, smoke_overrides, entry):
 
 def test_resume_with_more_epochs_says_where_the_learning_rates_go_on(home, smoke_overrides):
     cfg = load_config([SMOKE], smoke_overrides)  # 2 epochs of 8 steps; the decay spans the last 8
-    run_id = train.run(cfg, log=lambda m: None)
+    run_id = train.stage(cfg, log=lambda m: None)
     said: list[str] = []
-    train.run(cfg, resume=run_id, epochs=4, log=said.append)
+    train.stage(cfg, resume=run_id, epochs=4, log=said.append)
     assert any("train.epochs is now 4 (was 2)" in m and "at 1x their base values instead of 0x" in m
                for m in said), said
-    ckpt = train.load_checkpoint(cfg, run_id)
+    ckpt = runs.load_checkpoint(cfg, run_id)
     assert ckpt["step"] == 32

@@ -9,6 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
+from .. import names
 from ..config import resolve_path
 from .collect import ReportError, RunData, collect
 from .document import PROSE_FILE, prose_template, to_markdown, to_typst
@@ -74,8 +75,8 @@ def _write(folder: Path, experiment: str, runs: list[RunData], sweeps: dict) -> 
 def _runs_table(runs: list[RunData]):
     import pandas as pd
 
-    keys = ("eval/gen_accuracy", "eval/q_accuracy", "eval/demo_score_min", "eval/demo_perfect_frac", "eval/fld",
-            "prob/d_real", "prob/d_fake_after_g")
+    keys = (names.GEN_ACCURACY, names.Q_ACCURACY, names.DEMO_SCORE_MIN, names.DEMO_PERFECT_FRAC, names.FLD,
+            names.PROB_D_REAL, names.PROB_D_FAKE_AFTER_G)
     return pd.DataFrame([{"run": r.name, "experiment": r.variant, "seed": r.seed, "arch": r.arch,
                           "g_loss": r.g_loss, **{k: r.final(k) for k in keys}, "run_id": r.run_id} for r in runs])
 
@@ -105,7 +106,7 @@ def _swap(staging: Path, out: Path) -> None:
 def _log_report_run(experiment: str, runs: list[RunData], out: Path, report_run: Optional[str], log) -> str:
     from .. import tracking
 
-    tags = {"infogan.stage": "report", "infogan.report_runs": ",".join(r.run_id for r in runs)}
+    tags = {names.STAGE: "report", names.REPORT_RUNS: ",".join(r.run_id for r in runs)}
     if report_run is not None:
         tracker = tracking.MlflowTracker(report_run)
         tracker.set_tags(tags)

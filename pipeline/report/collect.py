@@ -10,12 +10,11 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 import pandas as pd
 
+from .. import names, tracking
 from ..config import UsageError
 
 # What every training run logs; a run without one of these cannot be reported on.
-TRAIN_METRICS = ("loss/d", "loss/g", "loss/info", "prob/d_real", "prob/d_fake_before_g", "prob/d_fake_after_g")
-IMAGE_NAME = re.compile(r"^samples\+step\+(\d+)\+")
-TRAVERSAL_NAME = re.compile(r"^traversal~c(\d+)\+step\+(\d+)\+")
+TRAIN_METRICS = names.CURVE_METRICS
 SEED_SUFFIX = re.compile(r"\s+s\d+$")
 # Params that do not make two runs different experiments: the seed, where things were stored
 # and how many threads trained them.
@@ -87,39 +86,33 @@ def collect(experiment: str, run_ids: Sequence[str] = (), folder: Optional[Path]
     their metric histories and images, and the experiment's sweeps (trials tables and figures)."""
     import tempfile
 
-    from mlflow import MlflowClient
-
-    from .. import tracking
-
     tracking.configure()
-    client = MlflowClient()
-    exp = client.get_experiment_by_name(experiment)
-    if exp is None:
+    if tracking.get_experiment(experiment) is None:
         raise ReportError(f"experiment '{experiment}' does not exist in {tracking.tracking_uri()}; "
                           f"train runs into it first (tracking.experiment={experiment})")
     if run_ids:
         runs = [tracking.get_training_run(run_id) for run_id in run_ids]
     else:
-        runs = client.search_runs([exp.experiment_id], max_results=500, order_by=["attributes.start_time ASC"],
-                                  filter_string="tags.`infogan.stage` = 'train' and attributes.status = 'FINISHED'")
+        runs = tracking.search_runs(experiment, tracking.stage_filter("train") + " and attributes.status = 'FINISHED'",
+                                    order_by=["attributes.start_time ASC"], max_results=500)
         if not runs:
             raise ReportError(f"experiment '{experiment}' has no finished training runs to report on")
     _check_metrics(runs)
 
     folder = Path(folder or tempfile.mkdtemp())
     out = []
-    names = [r.info.run_name or r.info.run_id[:8] for r in runs]
-    for run, name in zip(runs, names):
-        if names.count(name) > 1:
+    run_names = [r.info.run_name or r.info.run_id[:8] for r in runs]
+    for run, name in zip(runs, run_names):
+        if run_names.count(name) > 1:
             name = f"{name}-{run.info.run_id[:6]}"
         rows = [(key, m.step, m.value, m.timestamp) for key in sorted(run.data.metrics)
-                for m in client.get_metric_history(run.info.run_id, key)]
+                for m in tracking.metric_history(run.info.run_id, key)]
         history = pd.DataFrame(rows, columns=["key", "step", "value", "timestamp"])
         data = RunData(run.info.run_id, name, dict(run.data.params), history)
-        _fetch_images(client, data, folder / run.info.run_id)
+        _fetch_images(data, folder / run.info.run_id)
         out.append(data)
         log(f"read run {run.info.run_id} ({name}): {len(history)} metric points")
-    return out, _collect_sweeps(client, exp.experiment_id, folder / "sweeps")
+    return out, _collect_sweeps(experiment, folder / "sweeps")
 
 
 def _check_metrics(runs) -> None:
@@ -132,48 +125,38 @@ def _check_metrics(runs) -> None:
         raise ReportError("cannot report on runs missing training metrics:\n  " + "\n  ".join(missing))
 
 
-def _fetch_images(client, data: RunData, folder: Path) -> None:
+def _fetch_images(data: RunData, folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    steps, traversals = {}, {}
-    for item in client.list_artifacts(data.run_id, "images"):
-        if not item.path.endswith(".png"):
-            continue
-        match = IMAGE_NAME.match(Path(item.path).name)
-        if match:
-            steps[int(match.group(1))] = item.path
-        match = TRAVERSAL_NAME.match(Path(item.path).name)
-        if match:
-            code, step = int(match.group(1)), int(match.group(2))
-            if step >= traversals.get(code, (-1, ""))[0]:
-                traversals[code] = (step, item.path)
-    for code, (_, path) in sorted(traversals.items()):
-        data.images[f"traversal_c{code}"] = client.download_artifacts(data.run_id, path, str(folder))
+    logged = tracking.image_files(data.run_id)
+    for index in range(int(data.params.get("model.continuous_codes", 0) or 0)):
+        steps = logged.get(names.traversal(index))
+        if steps:  # the last traversal of each continuous code
+            data.images[f"traversal_c{index + 1}"] = tracking.download_artifact(data.run_id, steps[max(steps)], folder)
+    steps = logged.get(names.SAMPLES, {})
     data.grid_steps = sorted(steps)
     for step in data.grid_steps:  # a few small PNGs per run: every epoch's grid
-        data.images[f"step{step}"] = client.download_artifacts(data.run_id, steps[step], str(folder))
+        data.images[f"step{step}"] = tracking.download_artifact(data.run_id, steps[step], folder)
     if steps:
         data.images["first"] = data.images[f"step{min(steps)}"]
         data.images["final"] = data.images[f"step{max(steps)}"]
-    wanted = (("demo", "eval", "eval/demo.png"), ("confusion", "eval", "eval/confusion.png"),
-              ("real", "samples", "samples/real.png"))
-    for name, parent, path in wanted:
-        if any(a.path == path for a in client.list_artifacts(data.run_id, parent)):
-            data.images[name] = client.download_artifacts(data.run_id, path, str(folder))
+    wanted = (("demo", names.DEMO_FIGURE), ("confusion", names.CONFUSION_FIGURE), ("real", names.REAL_GRID))
+    for name, path in wanted:
+        if path in tracking.list_artifacts(data.run_id, path.rsplit("/", 1)[0]):
+            data.images[name] = tracking.download_artifact(data.run_id, path, folder)
 
 
-def _collect_sweeps(client, experiment_id: str, folder: Path) -> dict:
+def _collect_sweeps(experiment: str, folder: Path) -> dict:
     sweeps = {}
-    for run in client.search_runs([experiment_id], filter_string="tags.`infogan.stage` = 'sweep'",
-                                  order_by=["attributes.start_time ASC"]):
-        names = {a.path for a in client.list_artifacts(run.info.run_id)}
-        if "trials.csv" not in names:
+    for run in tracking.search_runs(experiment, tracking.stage_filter("sweep"), order_by=["attributes.start_time ASC"]):
+        run_id = run.info.run_id
+        if "trials.csv" not in tracking.list_artifacts(run_id):
             continue
-        target = folder / run.info.run_id
+        target = folder / run_id
         target.mkdir(parents=True, exist_ok=True)
-        trials = pd.read_csv(client.download_artifacts(run.info.run_id, "trials.csv", str(target)))
-        figures = [client.download_artifacts(run.info.run_id, a.path, str(target))
-                   for a in client.list_artifacts(run.info.run_id, "optuna") if a.path.endswith(".png")]
-        sweeps[run.data.tags.get("optuna.study", run.info.run_id)] = {"trials": trials, "figures": sorted(figures)}
+        trials = pd.read_csv(tracking.download_artifact(run_id, "trials.csv", target))
+        figures = [tracking.download_artifact(run_id, path, target)
+                   for path in tracking.list_artifacts(run_id, "optuna") if path.endswith(".png")]
+        sweeps[run.data.tags.get("optuna.study", run_id)] = {"trials": trials, "figures": sorted(figures)}
     return sweeps
 
 

@@ -8,14 +8,14 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from .. import metrics
+from .. import metrics, names
 from .collect import RunData, read_png, variants
 
 FULL, HALF = 6.7, 3.25  # inches: the text width of the document, and one column of two
 SMOOTH_WINDOW = 9  # logged points (each already an average of train.log_every iterations)
-LOSSES = (("loss/d", "D loss (BCE)"), ("loss/g", "G adversarial loss"), ("loss/info", "info loss (CE of Q)"))
-EVAL_CURVES = (("eval/gen_accuracy", "generated accuracy"), ("eval/q_accuracy", "Q accuracy, real digits"),
-               ("eval/fld", "FLD (classifier features)"))
+LOSSES = ((names.LOSS_D, "D loss (BCE)"), (names.LOSS_G, "G adversarial loss"), (names.LOSS_INFO, "info loss (CE of Q)"))
+EVAL_CURVES = ((names.GEN_ACCURACY, "generated accuracy"), (names.Q_ACCURACY, "Q accuracy, real digits"),
+               (names.FLD, "FLD (classifier features)"))
 
 
 def plt():
@@ -81,8 +81,8 @@ def probability_figure(runs: Sequence[RunData]):
     cols = min(3, len(groups))
     rows = -(-len(groups) // cols)
     fig, axes = pyplot.subplots(rows, cols, figsize=(FULL, 2.1 * rows), squeeze=False, sharey=True)
-    lines = (("prob/d_real", "D(x), real"), ("prob/d_fake_before_g", "D(G(z,c)) before G's update"),
-             ("prob/d_fake_after_g", "D(G(z,c)) in G's step"))
+    lines = ((names.PROB_D_REAL, "D(x), real"), (names.PROB_D_FAKE_BEFORE_G, "D(G(z,c)) before G's update"),
+             (names.PROB_D_FAKE_AFTER_G, "D(G(z,c)) in G's step"))
     colours = palette(3)
     for ax, (name, group) in zip(axes.flat, groups.items()):
         for run in group:
@@ -107,8 +107,8 @@ def g_loss_figure(runs: Sequence[RunData], last_step: int):
     pyplot = plt()
     fig, axes = pyplot.subplots(1, 3, figsize=(FULL, 2.2))
     colours = dict(zip(("non_saturating", "saturating"), palette(4)[2:4]))
-    panels = (("prob/d_fake_before_g", "D(G(z,c))"), ("loss/g", "G adversarial loss"),
-              ("grad/g_norm", "norm of G's gradient"))
+    panels = ((names.PROB_D_FAKE_BEFORE_G, "D(G(z,c))"), (names.LOSS_G, "G adversarial loss"),
+              (names.GRAD_G_NORM, "norm of G's gradient"))
     for run in runs:
         for ax, (key, title) in zip(axes, panels):
             curve = run.curve(key)
@@ -143,7 +143,7 @@ def eval_figure(runs: Sequence[RunData]):
                 ax.plot(stage.step, stage.value, marker="*", markersize=6, color=colours[run.variant], linestyle="none")
             ax.set_title(name)
             ax.set_xlabel("training step")
-    floors = pd.concat([run.curve("eval/fld_floor").value for run in runs])
+    floors = pd.concat([run.curve(names.FLD_FLOOR).value for run in runs])
     if not floors.empty:  # two real test splits: the FLD a perfect generator would score
         axes[2].axhline(floors.median(), color="gray", linestyle="--", linewidth=0.8, label="real vs real")
         axes[2].legend(loc="best")

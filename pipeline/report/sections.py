@@ -3,63 +3,16 @@ conclusion) as document blocks, filled from the runs' params and metrics. Figure
 into ``figures/`` as they are placed."""
 from __future__ import annotations
 
-import math
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Sequence
 
 import numpy as np
 
-from .. import metrics
+from .. import metrics, names
 from . import figures as fig
 from .collect import RunData, read_png, variants
 from .document import Document, Figure, Formula, Heading, Prose, Table, Text
-
-ARCH_NAMES = {"paper": "the InfoGAN paper's network", "tconv": "the handout's network (transposed conv + BN)",
-              "upsample_sn": "upsample+conv G, spectral-norm D"}
-# The project's training changes a config may switch on, and why each is there.
-CHOICES = (
-    ("train.info_augment", lambda v: v == "True",
-     "Q learns the code from randomly rotated (±15°), scaled (±15%) and shifted (±2 px) copies of the fakes",
-     "a code must then differ in what survives such changes, the digit, not in slant or size"),
-    ("train.ema_decay", lambda v: float(v) > 0,
-     "G's weights are averaged (exponential moving average, decay {v}); the average is drawn and evaluated",
-     "it smooths out the jitter of the last steps, which shows as the odd unreadable style"),
-    ("train.lr_decay_fraction", lambda v: float(v) > 0,
-     "every learning rate falls linearly towards 0 over the last {v} of the run",
-     "D, Q and G settle at the end instead of stopping mid-oscillation"),
-    ("train.lr_g", lambda v: float(v) != 2e-4,
-     "G learns at {v}, not at the handout's 0.0002",
-     "with equal rates the handout's D wins within an epoch and its G draws one image per code, ignoring z"),
-    ("train.lr_d", lambda v: float(v) != 2e-4,
-     "D learns at {v}, not at the handout's 0.0002",
-     "the balance of D against G: slower where D won too early, faster where spectral norm holds D back"),
-    ("train.info_trains_d_trunk", lambda v: v == "False",
-     "the info term trains Q's own layers only, not the trunk Q shares with D",
-     "the trunk stays a real/fake detector instead of being pulled towards the code"),
-    ("train.instance_noise", lambda v: float(v) > 0,
-     "D sees every image, real and generated, with Gaussian noise added (std {v} at the start, falling "
-     "linearly to 0 by the end)",
-     "the handout's G draws 4×4 blocks that D spots at once; under the noise D has to judge shapes, "
-     "so G is told how to draw digits, not only that its pixels are wrong"),
-    ("train.real_fake_batch", lambda v: v == "joint",
-     "D's batch norm sees real and generated images as one batch",
-     "the handout's D normalises its features right before its head: a batch of fakes normalised on "
-     "its own looks to that head like a batch of reals"),
-)
-SETTINGS = (("model.arch", "architecture"), ("train.g_loss", "G loss"), ("train.code_weight", "λ"),
-            ("train.lr_d", "lr D"), ("train.lr_g", "lr G"), ("train.lr_q", "lr Q"), ("train.batch_size", "batch"),
-            ("train.epochs", "epochs"), ("train.info_augment", "Q on transformed fakes"),
-            ("train.ema_decay", "G average (EMA)"), ("train.lr_decay_fraction", "lr decay (fraction)"),
-            ("train.real_fake_batch", "D batch norm"), ("train.info_trains_d_trunk", "info term trains D's trunk"),
-            ("train.instance_noise", "noise on D's inputs (std)"), ("model.continuous_codes", "continuous codes"))
-
-
-def num(text, digits: int = 3) -> str:
-    try:
-        value = float(text)
-    except (TypeError, ValueError):
-        return str(text)
-    return "–" if math.isnan(value) else f"{value:.{digits}g}"
+from .wording import ARCH_NAMES, CHOICES, SETTINGS, num
 
 
 class Writer:
@@ -224,9 +177,9 @@ class Writer:
 
     def evaluation(self) -> None:
         d = self.doc
-        rows = [[r.variant, r.seed, num(r.final("eval/gen_accuracy")), num(r.final("eval/q_accuracy")),
-                 num(r.final("eval/demo_score_min")), num(100 * r.final("eval/demo_perfect_frac"), 3),
-                 num(r.final("eval/fld")), "yes" if r.evaluated else "no"] for r in self.runs]
+        rows = [[r.variant, r.seed, num(r.final(names.GEN_ACCURACY)), num(r.final(names.Q_ACCURACY)),
+                 num(r.final(names.DEMO_SCORE_MIN)), num(100 * r.final(names.DEMO_PERFECT_FRAC), 3),
+                 num(r.final(names.FLD)), "yes" if r.evaluated else "no"] for r in self.runs]
         d.add(Heading(2, "Evaluation"),
               Text("A reference MNIST classifier (≈ 99% test accuracy, trained once) judges the generator. Each "
                    "code value is mapped to the digit the classifier sees most for it, one-to-one (Hungarian "
@@ -248,7 +201,7 @@ class Writer:
         if not runs:
             return
         n_codes = max(int(r.params["model.continuous_codes"]) for r in runs)
-        rows = [[r.variant, r.seed] + [num(r.final(f"eval/cont_c{k}_{what}"))
+        rows = [[r.variant, r.seed] + [num(r.final(names.continuous_effect(k, what)))
                                        for k in range(1, n_codes + 1) for what in ("slant", "width")]
                 for r in runs]
         header = ["experiment", "seed"] + [f"c{k} ~ {what}" for k in range(1, n_codes + 1) for what in ("slant", "width")]
@@ -310,10 +263,10 @@ class Writer:
         rows = []
         for name, group in self.groups.items():
             values = {k: np.array([r.final(k) for r in group]) for k in
-                      ("eval/gen_accuracy", "eval/q_accuracy", "eval/demo_score_min", "eval/demo_perfect_frac", "eval/fld")}
-            rows.append([name, str(len(group)), _mean_sd(values["eval/gen_accuracy"]), _mean_sd(values["eval/q_accuracy"]),
-                         num(np.nanmin(values["eval/demo_score_min"]) if len(group) else float("nan")),
-                         num(100 * np.nanmean(values["eval/demo_perfect_frac"]), 3), num(np.nanmean(values["eval/fld"]))])
+                      (names.GEN_ACCURACY, names.Q_ACCURACY, names.DEMO_SCORE_MIN, names.DEMO_PERFECT_FRAC, names.FLD)}
+            rows.append([name, str(len(group)), _mean_sd(values[names.GEN_ACCURACY]), _mean_sd(values[names.Q_ACCURACY]),
+                         num(np.nanmin(values[names.DEMO_SCORE_MIN]) if len(group) else float("nan")),
+                         num(100 * np.nanmean(values[names.DEMO_PERFECT_FRAC]), 3), num(np.nanmean(values[names.FLD]))])
         d.add(Table(["experiment", "seeds", "gen acc", "Q acc", "worst demo", "demos 10/10 (%)", "FLD"], rows,
                     "each experiment over its seeds: mean ± standard deviation; the worst demo of any seed",
                     label="tab-comparison"),
@@ -333,7 +286,6 @@ class Writer:
             return
         step = common[0]
         early = [by_arch["tconv"][0], by_arch["upsample_sn"][0]]
-        shares = {arch: [_share(r, s) for s in common for r in group] for arch, group in by_arch.items()}
         spectra = {}
         real = next((r.images["real"] for r in self.runs if "real" in r.images), None)
         if real is not None:

@@ -1,91 +1,20 @@
-"""Judging generators with the reference classifier: train it, and measure a generator with it.
+"""Measuring a generator (and its Q) with the reference classifier: which code is which digit,
+the demo grades, Q's accuracy on real digits, the Frechet distance, the continuous codes' effects.
 
-Tensor work only (no MLflow, no files): the evaluate stage (evaluate.py) decides where the
-classifier is stored and what gets logged; the training loop calls ``measure`` for its
-in-training evaluation.
+Tensor work only (no MLflow, no files): the evaluate stage decides what gets logged; the training
+loop calls :func:`measure` (through ``evaluate.Evaluator``) for its in-training evaluation.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Optional
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from . import augment, latents, metrics
-from .models import Classifier, Discriminator, Generator
-
-
-def _augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Small random rotations, scalings and shifts, so the classifier is not fooled by a
-    generated digit that sits a pixel off centre."""
-    return augment.random_affine(x, generator, max_degrees=8.6, max_scale=0.1, max_shift_px=2.1)
-
-
-@torch.no_grad()
-def _in_chunks(model: torch.nn.Module, read: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
-               batch_size: int) -> torch.Tensor:
-    """``read(images)`` over uint8 or [0, 1] float images in chunks, with ``model`` in eval mode
-    (restored afterwards); the chunks' outputs concatenated."""
-    was_training = model.training
-    model.eval()
-    out = []
-    for i in range(0, x.shape[0], batch_size):
-        xb = x[i:i + batch_size]
-        out.append(read(xb.float().div(255.0) if xb.dtype == torch.uint8 else xb))
-    model.train(was_training)
-    return torch.cat(out)
-
-
-def predict(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
-    """Argmax classes of uint8 or [0, 1] float images, in eval mode."""
-    return _in_chunks(model, lambda xb: model(xb).argmax(1), x, batch_size)
-
-
-def features(model: Classifier, x: torch.Tensor, batch_size: int = 1000) -> np.ndarray:
-    """The classifier's features (the FLD's space) as float64 numpy."""
-    return _in_chunks(model, lambda xb: model.features(xb).cpu(), x, batch_size).double().numpy()
-
-
-def train_classifier(tensors: dict, epochs: int, batch_size: int, lr: float, seed: int,
-                     progress: Callable[[int, float], None] = lambda epoch, acc: None
-                     ) -> tuple[Classifier, float]:
-    """Train the reference classifier on MNIST's training set; returns it and its test accuracy.
-
-    One-cycle learning-rate schedule and light augmentation: about 99.4% after 5 epochs
-    (20 s each on a 2-core CPU).
-    """
-    torch.manual_seed(seed)
-    generator = torch.Generator().manual_seed(seed)
-    model = Classifier().to(tensors["train_x"].device)
-    x_all, y_all = tensors["train_x"], tensors["train_y"].long()
-    n = x_all.shape[0]
-    steps = epochs * math.ceil(n / batch_size)
-    opt = torch.optim.Adam(model.parameters(), lr=lr / 3)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
-    accuracy = 0.0
-    for epoch in range(epochs):
-        model.train()
-        perm = torch.randperm(n, generator=generator).to(x_all.device)
-        for i in range(0, n, batch_size):
-            idx = perm[i:i + batch_size]
-            x = _augment(x_all[idx].float().div_(255.0), generator)
-            loss = F.cross_entropy(model(x), y_all[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            schedule.step()
-        accuracy = test_accuracy(model, tensors)
-        progress(epoch + 1, accuracy)
-    model.eval()
-    return model, accuracy
-
-
-def test_accuracy(model: Classifier, tensors: dict) -> float:
-    predicted = predict(model, tensors["test_x"])
-    return float((predicted == tensors["test_y"].long()).float().mean())
+from . import latents, metrics, names
+from .models import Discriminator, Generator
+from .reference import Classifier, features, in_chunks, predict
 
 
 @dataclass
@@ -100,17 +29,17 @@ class Measurement:
 
     def as_metrics(self) -> dict[str, float]:
         out = {
-            "eval/gen_accuracy": self.gen_accuracy,
-            "eval/q_accuracy": self.q_accuracy,
-            "eval/demo_score_mean": float(self.demo_scores.mean()),
-            "eval/demo_score_min": float(self.demo_scores.min()),
-            "eval/demo_perfect_frac": float((self.demo_scores == 10).mean()),
-            "eval/min_code_purity": float(self.mapping.purity().min()),
+            names.GEN_ACCURACY: self.gen_accuracy,
+            names.Q_ACCURACY: self.q_accuracy,
+            names.DEMO_SCORE_MEAN: float(self.demo_scores.mean()),
+            names.DEMO_SCORE_MIN: float(self.demo_scores.min()),
+            names.DEMO_PERFECT_FRAC: float((self.demo_scores == 10).mean()),
+            names.MIN_CODE_PURITY: float(self.mapping.purity().min()),
         }
         if self.fld is not None:
-            out["eval/fld"] = self.fld
+            out[names.FLD] = self.fld
         if self.fld_floor is not None:
-            out["eval/fld_floor"] = self.fld_floor
+            out[names.FLD_FLOOR] = self.fld_floor
         out.update(self.continuous or {})
         return out
 
@@ -187,7 +116,7 @@ def continuous_effects(g: Generator, seed: int, n: int = CONTINUOUS_SAMPLES) -> 
         for name, measure_of in (("slant", metrics.slant_degrees), ("width", metrics.stroke_width)):
             measured = measure_of(images).reshape(sets, steps)
             rho = spearmanr(values.numpy(), (measured - measured.mean(axis=1, keepdims=True)).ravel()).statistic
-            out[f"eval/cont_c{k + 1}_{name}"] = float(rho) if np.isfinite(rho) else 0.0
+            out[names.continuous_effect(k + 1, name)] = float(rho) if np.isfinite(rho) else 0.0
     return out
 
 
@@ -202,7 +131,7 @@ def traversal(g: Generator, index: int, noise: torch.Tensor, codes: torch.Tensor
 
 def q_codes(d: Discriminator, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
     """Q's most likely code for each image (uint8 or [0, 1] float)."""
-    return _in_chunks(d, lambda xb: d(xb)[1].argmax(1), x, batch_size)
+    return in_chunks(d, lambda xb: d(xb)[1].argmax(1), x, batch_size)
 
 
 def demo_inputs(n_demos: int, noise_dim: int, code_of_digit: dict[int, int], generator: torch.Generator,
@@ -259,3 +188,22 @@ def measure(g: Generator, d: Optional[Discriminator], classifier: Classifier, te
         floor = reference.floor
     return Measurement(mapping, mapping.accuracy(), q_accuracy, scores, fld, floor,
                        continuous_effects(g, seed + 1))
+
+
+class Evaluator:
+    """Measures a generator (and its Q) against the classifier with the run's ``eval`` settings;
+    used by the training loop (small budget) and by the evaluate stage (full budget)."""
+
+    def __init__(self, cfg, classifier: Classifier, tensors: dict):
+        self.cfg, self.classifier, self.tensors = cfg, classifier, tensors
+        e = cfg.eval
+        self.reference = RealReference(classifier, tensors["test_x"], e.fld_samples) if e.fld_samples else None
+
+    def __call__(self, g: Generator, d: Discriminator, full: bool = False,
+                 seed: Optional[int] = None) -> Measurement:
+        e = self.cfg.eval
+        return measure(g, d, self.classifier, self.tensors,
+                       samples_per_code=e.samples_per_code if full else e.train_samples_per_code,
+                       n_demos=e.demos, fld_samples=e.fld_samples,
+                       seed=self.cfg.seed + 7 if seed is None else seed,
+                       reference=self.reference, q_test_images=e.q_test_images)

@@ -1,7 +1,7 @@
 """The file MLflow loads a logged generator from (models from code): it names the model class.
-See pipeline/serving.py."""
+See pipeline/tracking/serving.py."""
 from mlflow.models import set_model
 
-from pipeline.serving import GeneratorModel
+from pipeline.tracking.serving import GeneratorModel
 
 set_model(GeneratorModel())

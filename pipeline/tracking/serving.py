@@ -40,7 +40,7 @@ class GeneratorModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
         import torch
 
-        from .models import Generator
+        from ..models import Generator
 
         spec = json.loads(Path(context.artifacts["spec"]).read_text())
         self.g = Generator(spec["noise_dim"], spec["code_dim"], spec["arch"],
@@ -56,8 +56,8 @@ class GeneratorModel(mlflow.pyfunc.PythonModel):
     def predict(self, context, model_input, params: Optional[dict] = None):
         import torch
 
-        from . import latents
-        from .images import grid_array
+        from .. import latents
+        from ..images import grid_array
 
         rows = model_input.to_dict("records") if hasattr(model_input, "to_dict") else list(model_input)
         out_format = (params or {}).get("format", "array")
@@ -139,7 +139,7 @@ def log_generator(g, run_id: str, mapping: Optional[dict] = None, name: str = MO
     import pandas as pd
     import torch
 
-    from .tracking import _as_active
+    from .tracker import as_active
 
     example = pd.DataFrame([{"digit": 7, "n": 4, "seed": 0}] if mapping else [{"code": 0, "n": 4, "seed": 0}])
     with tempfile.TemporaryDirectory() as tmp:
@@ -156,10 +156,10 @@ def log_generator(g, run_id: str, mapping: Optional[dict] = None, name: str = MO
         level = quiet.level
         quiet.setLevel(logging.WARNING)
         try:
-            with _as_active(run_id):
+            with as_active(run_id):
                 return mlflow.pyfunc.log_model(
                     name=name, python_model=str(MODEL_CODE), artifacts=artifacts,
-                    code_paths=[str(Path(__file__).parent)], signature=signature(), input_example=example,
+                    code_paths=[str(Path(__file__).parents[1])], signature=signature(), input_example=example,
                     pip_requirements=["torch", "numpy", "pandas", "pillow", f"mlflow=={mlflow.__version__}"])
         finally:
             quiet.setLevel(level)

@@ -1,0 +1,52 @@
+"""The report's fixed wording: what each architecture is called, the training choices a config
+may switch on with why each is there, the set-up table's labels, and how numbers are shown."""
+from __future__ import annotations
+
+import math
+
+ARCH_NAMES = {"paper": "the InfoGAN paper's network", "tconv": "the handout's network (transposed conv + BN)",
+              "upsample_sn": "upsample+conv G, spectral-norm D"}
+# The project's training changes a config may switch on, and why each is there.
+CHOICES = (
+    ("train.info_augment", lambda v: v == "True",
+     "Q learns the code from randomly rotated (±15°), scaled (±15%) and shifted (±2 px) copies of the fakes",
+     "a code must then differ in what survives such changes, the digit, not in slant or size"),
+    ("train.ema_decay", lambda v: float(v) > 0,
+     "G's weights are averaged (exponential moving average, decay {v}); the average is drawn and evaluated",
+     "it smooths out the jitter of the last steps, which shows as the odd unreadable style"),
+    ("train.lr_decay_fraction", lambda v: float(v) > 0,
+     "every learning rate falls linearly towards 0 over the last {v} of the run",
+     "D, Q and G settle at the end instead of stopping mid-oscillation"),
+    ("train.lr_g", lambda v: float(v) != 2e-4,
+     "G learns at {v}, not at the handout's 0.0002",
+     "with equal rates the handout's D wins within an epoch and its G draws one image per code, ignoring z"),
+    ("train.lr_d", lambda v: float(v) != 2e-4,
+     "D learns at {v}, not at the handout's 0.0002",
+     "the balance of D against G: slower where D won too early, faster where spectral norm holds D back"),
+    ("train.info_trains_d_trunk", lambda v: v == "False",
+     "the info term trains Q's own layers only, not the trunk Q shares with D",
+     "the trunk stays a real/fake detector instead of being pulled towards the code"),
+    ("train.instance_noise", lambda v: float(v) > 0,
+     "D sees every image, real and generated, with Gaussian noise added (std {v} at the start, falling "
+     "linearly to 0 by the end)",
+     "the handout's G draws 4×4 blocks that D spots at once; under the noise D has to judge shapes, "
+     "so G is told how to draw digits, not only that its pixels are wrong"),
+    ("train.real_fake_batch", lambda v: v == "joint",
+     "D's batch norm sees real and generated images as one batch",
+     "the handout's D normalises its features right before its head: a batch of fakes normalised on "
+     "its own looks to that head like a batch of reals"),
+)
+SETTINGS = (("model.arch", "architecture"), ("train.g_loss", "G loss"), ("train.code_weight", "λ"),
+            ("train.lr_d", "lr D"), ("train.lr_g", "lr G"), ("train.lr_q", "lr Q"), ("train.batch_size", "batch"),
+            ("train.epochs", "epochs"), ("train.info_augment", "Q on transformed fakes"),
+            ("train.ema_decay", "G average (EMA)"), ("train.lr_decay_fraction", "lr decay (fraction)"),
+            ("train.real_fake_batch", "D batch norm"), ("train.info_trains_d_trunk", "info term trains D's trunk"),
+            ("train.instance_noise", "noise on D's inputs (std)"), ("model.continuous_codes", "continuous codes"))
+
+
+def num(text, digits: int = 3) -> str:
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        return str(text)
+    return "–" if math.isnan(value) else f"{value:.{digits}g}"

@@ -1,0 +1,265 @@
+"""One InfoGAN iteration and what it needs: the optimisers, the learning-rate schedule, G's
+moving average, Q's augmented view of a fake, D's instance noise, and the running means of the
+step's scalars between two logging points. Nothing here logs or knows about runs.
+
+One fake batch serves both halves of a step: G runs once, the D step reads it detached, the G
+step backpropagates through the updated D into G without computing D's weight gradients.
+
+- ``joint_batch`` only matters when D has batch norm. Separate (the default, as in the InfoGAN
+  code): real and fake batches are normalised each with their own statistics, which keeps D from
+  winning on batch-level differences. Joint: one batch of both, which the handout's network
+  needs, since it normalises the 1x1 features right before the D head and, normalised separately,
+  a batch of fakes looks like a batch of reals to that head.
+- ``info_view`` (``train.info_augment``): in the D step Q learns to read the code from
+  ``info_view(fake)``, a randomly rotated, scaled and shifted copy, so Q relies on what survives
+  such changes (the digit's identity), not on slant, size or position. The G step is unchanged:
+  G makes its codes recognisable to that Q. Costs one more trunk pass in the D step.
+- ``d_input`` (``train.instance_noise``): what D sees of every image, real and fake, in both
+  steps: the images with fresh Gaussian noise added, so D cannot win on pixel detail that G cannot
+  draw yet. The G step reads D on the same noisy fake it was trained against.
+- ``u`` (``model.continuous_codes``): the continuous codes G draws from. Q's means for them add
+  ``continuous_weight`` times their info term to the categorical one, in both steps. Q learns them
+  from the plain fake, never from ``info_view``: rotating and scaling a digit is exactly what they
+  are meant to encode.
+- ``precision()`` is the context the forward passes run in (``hardware.autocast``: bf16 autocast,
+  or nothing); the losses are computed in fp32 from the logits either way.
+"""
+from __future__ import annotations
+
+import contextlib
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Callable, ContextManager, Iterator, Optional
+
+import torch
+from torch.optim.swa_utils import AveragedModel
+
+from . import augment, latents, losses, models, names
+
+# Q's view of a fake under train.info_augment: digits keep their identity under these.
+INFO_AUGMENT = {"max_degrees": 15.0, "max_scale": 0.15, "max_shift_px": 2.0}
+Images = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class Optimisers:
+    d: torch.optim.Optimizer  # D's trunk and head
+    q: torch.optim.Optimizer  # Q's head
+    g: torch.optim.Optimizer
+
+    def state_dict(self) -> dict:
+        return {"d": self.d.state_dict(), "q": self.q.state_dict(), "g": self.g.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.d.load_state_dict(state["d"])
+        self.q.load_state_dict(state["q"])
+        self.g.load_state_dict(state["g"])
+
+
+def make_optimisers(g: models.Generator, d: models.Discriminator, tcfg) -> Optimisers:
+    betas = (tcfg.beta1, tcfg.beta2)
+    d_params = [*d.trunk.parameters(), *d.head.parameters()]
+    return Optimisers(
+        d=torch.optim.Adam(d_params, lr=tcfg.lr_d, betas=betas),
+        q=torch.optim.Adam(d.q.parameters(), lr=tcfg.lr_q, betas=betas),
+        g=torch.optim.Adam(g.parameters(), lr=tcfg.lr_g, betas=betas),
+    )
+
+
+def q_view(rng: torch.Generator) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The ``info_view`` of ``train_step`` under ``train.info_augment``, drawing from ``rng``."""
+    return lambda images: augment.random_affine(images, rng, **INFO_AUGMENT)
+
+
+def lr_scale(step: int, total_steps: int, decay_steps: int) -> float:
+    """The factor on every base learning rate for the iteration after ``step`` completed ones:
+    1, then over the last ``decay_steps`` iterations a linear fall that reaches 1/decay_steps on
+    the last one. A function of the step alone, so a resumed run continues the schedule."""
+    if decay_steps <= 0:
+        return 1.0
+    return min(1.0, (total_steps - step) / decay_steps)
+
+
+def decay_steps_of(tcfg, total_steps: int) -> int:
+    """How many of ``total_steps`` iterations the learning-rate decay spans."""
+    return round(tcfg.lr_decay_fraction * total_steps)
+
+
+def set_lr_scale(opt: Optimisers, tcfg, scale: float) -> None:
+    for optimiser, base in ((opt.d, tcfg.lr_d), (opt.q, tcfg.lr_q), (opt.g, tcfg.lr_g)):
+        for group in optimiser.param_groups:
+            group["lr"] = base * scale
+
+
+def instance_noise_std(step: int, total_steps: int, start: float) -> float:
+    """The standard deviation of the noise added to D's inputs at ``step``: ``start`` at step 0,
+    falling linearly to 0 at the end of training."""
+    return start * max(0.0, 1.0 - step / max(total_steps, 1))
+
+
+def noisy(std: float, rng: torch.Generator) -> Optional[Callable[[torch.Tensor], torch.Tensor]]:
+    """Adds N(0, std^2) noise drawn from ``rng`` to a batch of images; None when std is 0."""
+    if std <= 0:
+        return None
+    return lambda images: images + std * torch.randn(images.shape, generator=rng, device=images.device,
+                                                     dtype=images.dtype)
+
+
+def averaged(net: torch.nn.Module, decay: float) -> AveragedModel:
+    """An exponential moving average of ``net``'s weights and buffers (torch's AveragedModel;
+    call ``update_parameters(net)`` after each step, read ``.module``). After n updates the decay
+    is min(decay, (1 + n) / (10 + n)), so early on the average follows the network closely
+    instead of dragging the random initial weights along."""
+
+    @torch.no_grad()
+    def update(average: list[torch.Tensor], current: list[torch.Tensor], n: torch.Tensor) -> None:
+        if not torch.is_floating_point(average[0]):  # batch norm's step counters
+            for a, c in zip(average, current):
+                a.copy_(c)
+            return
+        weight = 1.0 - torch.clamp((1.0 + n) / (10.0 + n), max=decay)  # stays on the device
+        torch._foreach_lerp_(average, current, weight)
+
+    return AveragedModel(net, multi_avg_fn=update, use_buffers=True)
+
+
+@contextmanager
+def frozen(module: torch.nn.Module) -> Iterator[None]:
+    """No weight gradients for ``module`` (gradients still flow through it to its input)."""
+    module.requires_grad_(False)
+    try:
+        yield
+    finally:
+        module.requires_grad_(True)
+
+
+@dataclass
+class Batch:
+    """What one step trains on: real images, the fake made from (z, c, u), the latents."""
+    x: torch.Tensor
+    fake: torch.Tensor
+    c: torch.Tensor
+    u: Optional[torch.Tensor]
+    joint: bool  # real and fake go through D's batch norm as one batch
+
+    def features(self, d: models.Discriminator, images: torch.Tensor) -> torch.Tensor:
+        """D's trunk on [real; images], or on images alone; returns the features of images."""
+        if self.joint:
+            return d.trunk(torch.cat([self.x, images]))[self.x.shape[0]:]
+        return d.trunk(images)
+
+
+def train_step(g: models.Generator, d: models.Discriminator, opt: Optimisers, x: torch.Tensor,
+               z: torch.Tensor, c: torch.Tensor, code_weight: float, g_loss_kind: str,
+               info_trains_d_trunk: bool, joint_batch: bool = False, info_view: Optional[Images] = None,
+               precision: Callable[[], ContextManager] = contextlib.nullcontext,
+               d_input: Optional[Images] = None, u: Optional[torch.Tensor] = None,
+               continuous_weight: float = 1.0) -> dict[str, torch.Tensor]:
+    """One InfoGAN iteration on real batch ``x`` with latents (z, c[, u]): the D step, then the G
+    step (see the module's docstring for the options). Returns detached scalars, never logs."""
+    with precision():
+        fake = g(z, latents.one_hot(c, g.code_dim), u)
+    if d_input is not None:
+        x, fake = d_input(x), d_input(fake)
+    batch = Batch(x, fake, c, u, joint_batch and d.batch_norm)
+    stats = d_step(d, opt, batch, code_weight, continuous_weight, info_trains_d_trunk, info_view, precision)
+    stats.update(g_step(g, d, opt, batch, code_weight, continuous_weight, g_loss_kind, precision))
+    return {key: stats[key] for key in (*names.STEP_METRICS, names.LOSS_INFO_CONT) if key in stats}
+
+
+def d_step(d: models.Discriminator, opt: Optimisers, batch: Batch, code_weight: float, continuous_weight: float,
+           info_trains_d_trunk: bool, info_view: Optional[Images],
+           precision: Callable[[], ContextManager]) -> dict[str, torch.Tensor]:
+    """D: real -> 1, fake -> 0; Q learns to read c back from the fake (openai/InfoGAN puts the info
+    term in D's objective; ``info_trains_d_trunk`` decides whether it may shape D's trunk too)."""
+    x, fake, c, u = batch.x, batch.fake.detach(), batch.c, batch.u
+    with precision():
+        if batch.joint:
+            h = d.trunk(torch.cat([x, fake]))
+            d_real, d_fake = d.head(h).squeeze(1).split([x.shape[0], fake.shape[0]])
+            h_fake = h[x.shape[0]:]
+        else:
+            d_real = d.head(d.trunk(x)).squeeze(1)
+            h_fake = d.trunk(fake)
+            d_fake = d.head(h_fake).squeeze(1)
+        h_plain = h_fake if info_trains_d_trunk else h_fake.detach()
+        h_view = h_plain
+        if info_view is not None:
+            h_view = batch.features(d, info_view(fake))
+            h_view = h_view if info_trains_d_trunk else h_view.detach()
+        q_logits, q_means = d.read_codes(h_view)
+        if u is not None and info_view is not None:
+            q_means = d.read_codes(h_plain)[1]
+    d_real, d_fake = d_real.float(), d_fake.float()
+    loss_d = losses.d_loss(d_real, d_fake)
+    info_d = losses.info_loss(q_logits.float(), c)
+    if u is not None:
+        info_d = info_d + continuous_weight * losses.info_loss_continuous(q_means.float(), u)
+    opt.d.zero_grad(set_to_none=True)
+    opt.q.zero_grad(set_to_none=True)
+    (loss_d + code_weight * info_d).backward()
+    opt.d.step()
+    opt.q.step()
+    return {names.LOSS_D: loss_d.detach(), names.PROB_D_REAL: torch.sigmoid(d_real.detach()).mean(),
+            names.PROB_D_FAKE_BEFORE_G: torch.sigmoid(d_fake.detach()).mean()}
+
+
+def g_step(g: models.Generator, d: models.Discriminator, opt: Optimisers, batch: Batch, code_weight: float,
+           continuous_weight: float, g_loss_kind: str,
+           precision: Callable[[], ContextManager]) -> dict[str, torch.Tensor]:
+    """G: fool the updated D, and make c recoverable by Q; D and Q stay fixed here."""
+    with frozen(d):
+        with precision():
+            h = batch.features(d, batch.fake)
+            d_fake_after = d.head(h).squeeze(1).float()
+            q_logits, q_means = d.read_codes(h)
+        loss_g = losses.g_loss(d_fake_after, g_loss_kind)
+        loss_info = losses.info_loss(q_logits.float(), batch.c)
+        info_g = loss_info
+        if batch.u is not None:
+            loss_info_cont = losses.info_loss_continuous(q_means.float(), batch.u)
+            info_g = loss_info + continuous_weight * loss_info_cont
+        opt.g.zero_grad(set_to_none=True)
+        (loss_g + code_weight * info_g).backward()
+        # How much G is told to change: where the saturating loss's gradient vanishes, this shows it.
+        g_norm = torch.nn.utils.get_total_norm([p.grad for p in g.parameters() if p.grad is not None])
+        opt.g.step()
+    stats = {names.LOSS_G: loss_g.detach(), names.LOSS_INFO: loss_info.detach(),
+             names.PROB_D_FAKE_AFTER_G: torch.sigmoid(d_fake_after.detach()).mean(),
+             names.GRAD_G_NORM: g_norm.detach()}
+    if batch.u is not None:
+        stats[names.LOSS_INFO_CONT] = loss_info_cont.detach()
+    return stats
+
+
+def step_metrics(model_cfg) -> tuple[str, ...]:
+    """The names of the scalars ``train_step`` returns for this model, in logging order."""
+    return names.STEP_METRICS + ((names.LOSS_INFO_CONT,) if model_cfg.continuous_codes else ())
+
+
+class Accumulator:
+    """Sums of step scalars between two logging points (kept on the device; no per-step sync)."""
+
+    def __init__(self, keys: tuple[str, ...] = names.STEP_METRICS):
+        self.keys = keys
+        self.sums: Optional[torch.Tensor] = None
+        self.count = 0
+
+    def add(self, stats: dict[str, torch.Tensor]) -> None:
+        values = torch.stack([stats[k] for k in self.keys])
+        self.sums = values if self.sums is None else self.sums + values
+        self.count += 1
+
+    def means(self) -> dict[str, float]:
+        return dict(zip(self.keys, (self.sums / self.count).tolist()))
+
+    def state(self) -> dict:
+        return {"sums": None if self.sums is None else self.sums.cpu(), "count": self.count}
+
+    def load(self, state: dict, device: torch.device) -> None:
+        if state["sums"] is not None and state["sums"].shape[0] != len(self.keys):
+            return  # saved before a metric was added: the interval's next point averages fewer steps
+        self.sums = None if state["sums"] is None else state["sums"].to(device)
+        self.count = state["count"]
+
+

@@ -1,0 +1,153 @@
+"""One training step: which parameters each loss trains, Q's augmented view, D's instance noise,
+the learning-rate schedule and the moving average of G."""
+import math
+
+import pytest
+import torch
+from torch.testing import assert_close
+
+from conftest import recording_optimisers, same
+from pipeline import augment, models
+from pipeline.config import load_config
+from pipeline.step import (INFO_AUGMENT, averaged, lr_scale, make_optimisers, q_view,
+                            set_lr_scale, train_step)
+
+
+def run_step(code_weight: float, trains_trunk: bool, arch: str = "paper", joint: bool = False, info_view=None,
+             d_input=None):
+    cfg = load_config([], ["train.batch_size=8", f"model.arch={arch}"])
+    torch.manual_seed(0)
+    g, d = models.build(cfg.model)
+    opt = recording_optimisers(g, d)
+    torch.manual_seed(1)
+    x, z, c = torch.rand(8, 1, 28, 28), torch.randn(8, 54), torch.randint(10, (8,))
+    stats = train_step(g, d, opt, x, z, c, code_weight, "non_saturating", trains_trunk, joint_batch=joint,
+                       info_view=info_view, d_input=d_input)
+    n_trunk = len(list(d.trunk.parameters()))
+    return {"trunk": opt.d.seen[:n_trunk], "head": opt.d.seen[n_trunk:], "q": opt.q.seen, "g": opt.g.seen,
+            "d_after_g_step": [p.grad for p in d.trunk.parameters()], "stats": stats}
+
+
+LAYOUTS = [("paper", False), ("tconv", True), ("upsample_sn", False)]  # arch, joint real+fake batch
+
+
+@pytest.mark.parametrize("arch, joint", LAYOUTS)
+def test_every_optimiser_gets_gradients_for_all_its_parameters(arch, joint):
+    grads = run_step(1.0, True, arch, joint)
+    for part in ("trunk", "head", "q", "g"):
+        assert all(gr is not None and gr.abs().sum() > 0 for gr in grads[part]), part
+
+
+@pytest.mark.parametrize("arch, joint", LAYOUTS)
+@pytest.mark.parametrize("trains_trunk", [True, False])
+def test_info_term_reaches_d_trunk_only_when_flag_is_set(trains_trunk, arch, joint):
+    with_info, without_info = run_step(1.0, trains_trunk, arch, joint), run_step(0.0, trains_trunk, arch, joint)
+    assert same(with_info["trunk"], without_info["trunk"]) is (not trains_trunk)
+    assert same(with_info["head"], without_info["head"])  # the info term never trains D's head
+    assert not same(with_info["g"], without_info["g"])  # ... and always trains G
+    assert all(gr.abs().sum() == 0 for gr in without_info["q"])  # Q learns from the info term alone
+
+
+def test_q_learns_to_read_the_code_within_a_few_steps():
+    """The info loss must fall below ln 10 (Q guessing): with spectral norm's small features an
+    unnormalised Q head stayed at ln 10 for epochs (upsample_sn, before its Q got batch norm)."""
+    cfg = load_config([], ["train.batch_size=32", "model.arch=upsample_sn"])
+    torch.manual_seed(0)
+    g, d = models.build(cfg.model)
+    opt = make_optimisers(g, d, cfg.train)
+    x = torch.rand(32, 1, 28, 28)
+    info = [train_step(g, d, opt, x, torch.randn(32, 54), torch.randint(10, (32,)), 1.0, "non_saturating", True,
+                       joint_batch=False)["loss/info"].item() for _ in range(40)]
+    assert sum(info[-5:]) / 5 < math.log(10) - 0.3, info  # 1.56 with the normalised Q, 2.30 without
+
+
+def test_logged_g_gradient_norm_is_the_norm_of_what_gs_optimiser_applies():
+    grads = run_step(1.0, True)
+    expected = torch.cat([gr.flatten() for gr in grads["g"]]).double().norm().float()  # 6.6M squares: sum in float64
+    torch.testing.assert_close(grads["stats"]["grad/g_norm"], expected, rtol=1e-4, atol=0)
+
+
+@pytest.mark.parametrize("arch, joint", LAYOUTS)
+def test_g_step_computes_no_weight_gradients_for_d(arch, joint):
+    grads = run_step(1.0, True, arch, joint)
+    # D's .grad after the whole step is still what the D step produced: the G step added nothing.
+    assert same(grads["d_after_g_step"], grads["trunk"])
+
+
+def test_random_affine_is_the_identity_at_zero_strength_and_moves_pixels_otherwise():
+    x = torch.rand(4, 1, 28, 28)
+    rng = torch.Generator().manual_seed(0)
+    assert torch.allclose(augment.random_affine(x, rng, 0.0, 0.0, 0.0), x, atol=1e-4)
+    moved = augment.random_affine(x, rng, **INFO_AUGMENT)
+    assert moved.shape == x.shape and (moved - x).abs().mean() > 0.05
+
+
+@pytest.mark.parametrize("arch, joint", LAYOUTS)
+def test_info_augment_changes_what_q_learns_from_and_nothing_else(arch, joint):
+    plain = run_step(1.0, True, arch, joint)
+    identity = run_step(1.0, True, arch, joint, info_view=lambda images: images)
+    rng = torch.Generator().manual_seed(2)
+    viewed = run_step(1.0, True, arch, joint, info_view=q_view(rng))
+    # Q learns from the view: an identity view changes nothing, a transformed one does...
+    # (except under spectral norm, whose power iteration advances on every pass of the trunk)
+    if arch != "upsample_sn":
+        assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(identity["q"], plain["q"]))
+        # G's step reads Q on the plain fake
+        assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(viewed["g"], plain["g"]))
+    assert not same(viewed["q"], plain["q"])
+    # ... and the real/fake head never sees the view
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(viewed["head"], plain["head"]))
+
+
+def test_lr_decay_is_constant_then_linear_to_almost_zero_and_a_function_of_the_step():
+    # 60 steps, decay over the last 30: constant for steps 0-29, then linear
+    scales = [lr_scale(step, 60, 30) for step in range(60)]
+    assert scales[:31] == [1.0] * 31
+    assert scales[45] == pytest.approx(0.5) and scales[59] == pytest.approx(1 / 30)
+    assert all(a > b for a, b in zip(scales[30:], scales[31:]))
+    assert [lr_scale(step, 60, 0) for step in (0, 59)] == [1.0, 1.0]
+    cfg = load_config([], ["train.lr_d=1e-3", "train.lr_g=2e-3", "train.lr_q=4e-3"])
+    g, d = models.build(cfg.model)
+    opt = make_optimisers(g, d, cfg.train)
+    set_lr_scale(opt, cfg.train, 0.5)
+    assert [o.param_groups[0]["lr"] for o in (opt.d, opt.q, opt.g)] == pytest.approx([5e-4, 2e-3, 1e-3])
+
+
+def test_g_average_follows_the_warm_up_then_the_decay_and_averages_batch_norm_statistics():
+    g = models.build(load_config([], []).model)[0]
+    ema = averaged(g, decay=0.9)
+    for n in range(40):  # weights and running statistics set to n before update n
+        with torch.no_grad():
+            for tensor in [*g.parameters(), *[b for b in g.buffers() if b.is_floating_point()]]:
+                tensor.fill_(float(n))
+        for b in g.buffers():
+            if not b.is_floating_point():
+                b.fill_(n)
+        ema.update_parameters(g)
+    expected = 0.0  # the first update copies; update n >= 1 keeps min(0.9, (1 + n) / (10 + n))
+    for n in range(1, 40):
+        keep = min(0.9, (1 + n) / (10 + n))
+        expected = keep * expected + (1 - keep) * n
+    for name, tensor in [*ema.module.named_parameters(), *ema.module.named_buffers()]:
+        if tensor.is_floating_point():
+            assert_close(tensor, torch.full_like(tensor, expected), msg=name)
+        else:
+            assert int(tensor) == 39, name  # batch norm's step counter is copied, not averaged
+    assert 30 < expected < 39  # neither the last weights nor a plain mean of all of them
+    assert all(p.requires_grad for p in g.parameters())
+
+
+@pytest.mark.parametrize("arch, joint", LAYOUTS)
+def test_instance_noise_reaches_every_image_d_sees_and_falls_to_zero(arch, joint):
+    from pipeline.step import instance_noise_std, noisy
+
+    plain = run_step(1.0, True, arch, joint)
+    identity = run_step(1.0, True, arch, joint, d_input=lambda images: images)
+    noised = run_step(1.0, True, arch, joint, d_input=noisy(0.3, torch.Generator().manual_seed(3)))
+    if arch != "upsample_sn":  # (spectral norm's power iteration moves on every trunk pass)
+        for part in ("trunk", "head", "q", "g"):
+            assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(identity[part], plain[part])), part
+    for part in ("head", "q", "g"):  # D's verdicts, Q's reading and G's step all see the noise
+        assert not same(noised[part], plain[part]), part
+    assert noisy(0.0, torch.Generator()) is None
+    assert [instance_noise_std(s, 100, 0.3) for s in (0, 50, 100, 150)] == pytest.approx([0.3, 0.15, 0.0, 0.0])

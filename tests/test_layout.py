@@ -1,0 +1,124 @@
+"""The package's shape, read from its source: imports flow one way, MLflow stays behind
+``pipeline.tracking``, metric and tag names live in ``pipeline.names``, and no file or function
+grows past what a reader takes in at once."""
+import ast
+import re
+from pathlib import Path
+
+
+PACKAGE = Path(__file__).resolve().parents[1] / "pipeline"
+SOURCES = sorted(PACKAGE.rglob("*.py"))
+MAX_FUNCTION_LINES = 60
+MAX_MODULE_LINES = 350
+# A string literal that spells a metric key, an image key or a tag key of the project.
+NAME_LITERAL = re.compile(r"""[rbf]?["'](?:(?:loss|prob|grad|eval|perf|traversal|samples)/|infogan\.)""")
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Every ``pipeline`` module that ``path`` imports, at the top or inside a function."""
+    package = module_name(path) if path.name == "__init__.py" else module_name(path).rpartition(".")[0]
+    known = {module_name(p) for p in SOURCES}
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            base = package
+            for _ in range(node.level - 1):
+                base = base.rpartition(".")[0]
+            target = f"{base}.{node.module}" if node.level and node.module else (base if node.level else node.module)
+            for alias in node.names:
+                for candidate in (f"{target}.{alias.name}", target):
+                    if candidate in known:
+                        found.add(candidate)
+                        break
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names if alias.name in known)
+    return found - {module_name(path)}
+
+
+def find_cycle(graph: dict[str, set[str]]):
+    """The first import cycle found in ``graph`` (module -> modules it imports), or None."""
+    state: dict[str, str] = {}
+    path: list[str] = []
+
+    def visit(node: str):
+        state[node] = "open"
+        path.append(node)
+        for dep in sorted(graph.get(node, ())):
+            if state.get(dep) == "open":
+                return path[path.index(dep):] + [dep]
+            if dep not in state:
+                found = visit(dep)
+                if found:
+                    return found
+        path.pop()
+        state[node] = "done"
+        return None
+
+    for node in sorted(graph):
+        if node not in state:
+            found = visit(node)
+            if found:
+                return found
+    return None
+
+
+def test_imports_form_no_cycle():
+    graph = {module_name(p): imported_modules(p) for p in SOURCES}
+    assert graph["pipeline.train"] >= {"pipeline.loop", "pipeline.runs", "pipeline.tracking"}  # the graph is read
+    # A package imports its own modules to re-export them; that is not a dependency of theirs.
+    packages = {module_name(p) for p in SOURCES if p.name == "__init__.py"}
+    graph = {name: {d for d in deps if not (name in packages and d.startswith(name + "."))}
+             for name, deps in graph.items()}
+    assert find_cycle(graph) is None
+
+
+def test_the_cycle_check_finds_one():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b", "c"}, "b": {"c"}, "c": set()}) is None
+
+
+def test_only_the_tracking_package_imports_mlflow():
+    outside = []
+    for path in SOURCES:
+        if PACKAGE / "tracking" in path.parents:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
+            outside += [f"{path.relative_to(PACKAGE)}:{node.lineno}" for n in names if n.split(".")[0] == "mlflow"]
+    assert outside == []
+
+
+def test_metric_and_tag_names_are_spelled_only_in_names_py():
+    spelled = [f"{path.relative_to(PACKAGE)}:{number}: {line.strip()}"
+               for path in SOURCES if path.name != "names.py"
+               for number, line in enumerate(path.read_text().splitlines(), start=1)
+               if NAME_LITERAL.search(line)]
+    assert spelled == []
+
+
+def test_the_literal_check_sees_what_it_is_for():
+    assert NAME_LITERAL.search('tracker.log_metrics({"loss/d": 1.0}, step=3)')
+    assert NAME_LITERAL.search("tags={'infogan.stage': 'train'}")
+    assert NAME_LITERAL.search('key = f"eval/cont_c{k}_slant"')
+    assert not NAME_LITERAL.search("# logs loss/d every train.log_every steps")
+    assert not NAME_LITERAL.search('path = "configs/eval.yaml"')
+
+
+def test_no_module_or_function_is_too_long():
+    too_long = []
+    for path in SOURCES:
+        source = path.read_text()
+        if len(source.splitlines()) > MAX_MODULE_LINES:
+            too_long.append(f"{path.relative_to(PACKAGE)}: {len(source.splitlines())} lines")
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                length = node.end_lineno - node.lineno + 1
+                if length > MAX_FUNCTION_LINES:
+                    too_long.append(f"{path.relative_to(PACKAGE)}:{node.lineno} {node.name}: {length} lines")
+    assert too_long == []

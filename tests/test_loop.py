@@ -1,0 +1,123 @@
+"""The training loop on toy networks (one linear layer each) and ten random images, with a tracker
+that only records: what it logs and when, its checkpoints, and resuming step for step."""
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from pipeline import checkpoint, loop, names
+from pipeline.config import load_config
+from pipeline.tracking import NullTracker
+
+STEPS_PER_EPOCH = 5  # ten images, batches of two
+
+
+class ToyG(nn.Module):
+    noise_dim, code_dim, continuous_codes = 4, 10, 0
+
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Linear(self.noise_dim + self.code_dim, 28 * 28)
+
+    def forward(self, z, c, u=None):
+        return torch.sigmoid(self.net(torch.cat([z, c], dim=1))).view(-1, 1, 28, 28)
+
+
+class ToyD(nn.Module):
+    batch_norm = False
+
+    def __init__(self):
+        super().__init__()
+        self.trunk = nn.Sequential(nn.Flatten(), nn.Linear(28 * 28, 16), nn.LeakyReLU(0.1))
+        self.head = nn.Linear(16, 1)
+        self.q = nn.Linear(16, 10)
+
+    def read_codes(self, h):
+        out = self.q(h)
+        return out[:, :10], out[:, 10:]
+
+
+class Recorder(NullTracker):
+    """Keeps what the loop logs; raises KeyboardInterrupt once it is asked to log step ``stop_at``."""
+
+    def __init__(self, stop_at=None):
+        self.metrics, self.images, self.stop_at = [], [], stop_at
+
+    def log_metrics(self, metrics, step):
+        self.metrics.append((step, dict(metrics)))
+        if step == self.stop_at:
+            raise KeyboardInterrupt
+
+    def log_image(self, image, key, step):
+        self.images.append((key, step, image.shape))
+
+
+def toy_config(epochs: int = 2, log_every: int = 2):
+    return load_config([], [f"train.epochs={epochs}", "train.batch_size=2", f"train.log_every={log_every}",
+                            "model.noise_dim=4", "eval.every_epochs=0", "train.threads=1"])
+
+
+def toy_arrays():
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(10, 28, 28), dtype=np.uint8)
+    labels = np.arange(10, dtype=np.int64)
+    return {"train_images": images, "train_labels": labels, "test_images": images, "test_labels": labels}
+
+
+def toy_fit(tmp_path, tracker, resume=None, **overrides):
+    return loop.fit(toy_config(**overrides), tracker, tmp_path / "last.pt", resume=resume, log=lambda m: None,
+                    arrays=toy_arrays(), nets=(ToyG(), ToyD()))
+
+
+def test_fit_logs_the_step_metrics_every_log_every_steps_and_the_epoch_end(tmp_path):
+    tracker = Recorder()
+    result = toy_fit(tmp_path, tracker)
+    assert result.step == 2 * STEPS_PER_EPOCH
+    step_points = [step for step, m in tracker.metrics if names.LOSS_D in m]
+    assert step_points == [2, 4, 6, 8, 10]
+    assert set(tracker.metrics[0][1]) == {*names.STEP_METRICS, names.PERF_IMG_PER_S}
+    epoch_ends = [(step, m[names.PERF_EPOCH]) for step, m in tracker.metrics if names.PERF_EPOCH in m]
+    assert epoch_ends == [(5, 1.0), (10, 2.0)]
+    assert [(key, step) for key, step, _ in tracker.images] == [(names.SAMPLES, 5), (names.SAMPLES, 10)]
+    assert tracker.images[0][2] == (10 * 30 + 2, 10 * 30 + 2, 3)  # ten codes x ten styles, 2-px padding
+    assert set(result.metrics) == {*names.STEP_METRICS, names.PERF_IMG_PER_S}
+    assert result.g is not None and result.noise.shape == (10, 4)
+
+
+def test_every_epoch_end_writes_a_checkpoint_of_the_whole_state(tmp_path):
+    toy_fit(tmp_path, Recorder())
+    state = checkpoint.load(tmp_path / "last.pt")
+    assert (state["step"], state["epoch"], state["iter"], state["perm"]) == (10, 2, 0, None)
+    assert state["g_ema"] is not None and set(state["opt"]) == {"d", "q", "g"}
+    assert "epochs: 2" in state["config"]
+
+
+def test_an_interrupted_fit_saves_where_it_stopped_and_resumes_step_for_step(tmp_path):
+    whole = toy_fit(tmp_path / "whole", Recorder())
+    with pytest.raises(KeyboardInterrupt):
+        toy_fit(tmp_path / "cut", Recorder(stop_at=6))  # mid-epoch 2
+    saved = checkpoint.load(tmp_path / "cut" / "last.pt")
+    assert (saved["step"], saved["epoch"], saved["iter"]) == (6, 1, 1)
+    resumed_tracker = Recorder()
+    resumed = toy_fit(tmp_path / "cut", resumed_tracker, resume=saved)
+    assert resumed.step == whole.step
+    for a, b in zip(whole.g.state_dict().values(), resumed.g.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert [step for step, m in resumed_tracker.metrics if names.LOSS_D in m] == [8, 10]
+
+
+def test_a_non_finite_loss_stops_the_loop_and_keeps_the_last_checkpoint(tmp_path):
+    class Poisoned(Recorder):
+        def log_metrics(self, metrics, step):
+            super().log_metrics(metrics, step)
+            if step == STEPS_PER_EPOCH + 1:  # after epoch 1's checkpoint: poison G
+                with torch.no_grad():
+                    next(iter(self.g.parameters())).fill_(float("nan"))
+
+    nets = (ToyG(), ToyD())
+    tracker = Poisoned()
+    tracker.g = nets[0]
+    with pytest.raises(loop.NonFiniteLoss, match="non-finite at step 7"):
+        loop.fit(toy_config(log_every=1), tracker, tmp_path / "last.pt", log=lambda m: None,
+                 arrays=toy_arrays(), nets=nets)
+    assert checkpoint.load(tmp_path / "last.pt")["step"] == STEPS_PER_EPOCH

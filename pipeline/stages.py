@@ -37,8 +37,11 @@ def data(cfg: DictConfig, nested: bool = False, log: Callable[[str], None] = pri
 
 def main(cfg: DictConfig, log: Callable[[str], None] = print) -> dict[str, str]:
     """Run data, train, evaluate and report as nested runs; the parent records the children's
-    run ids. The report covers the training run just made (reports/<experiment>/)."""
+    run ids. The report covers the training run just made (reports/<experiment>/), in the
+    experiment the parent run is in: ``mlflow run --experiment-name`` may name another than
+    ``tracking.experiment``."""
     with tracking.start_run(cfg.tracking.experiment, cfg.tracking.run_name or "pipeline") as parent:
+        experiment = tracking.experiment_name(parent.info.experiment_id)
         tracker = tracking.MlflowTracker(parent.info.run_id)
         tracker.set_tags({names.STAGE: "pipeline"})
         tracker.log_text(to_yaml(cfg), names.CONFIG_FILE)
@@ -48,8 +51,8 @@ def main(cfg: DictConfig, log: Callable[[str], None] = print) -> dict[str, str]:
         tracker.set_tags({names.stage_run_id("train"): ids["train"]})
         ids["evaluate"] = evaluate.stage(ids["train"], nested=True, log=log)
         tracker.set_tags({names.stage_run_id("evaluate"): ids["evaluate"]})
-        with tracking.start_run(cfg.tracking.experiment, "report", nested=True) as child:
-            report.build(cfg.tracking.experiment, [ids["train"]], log=log, report_run=child.info.run_id)
+        with tracking.start_run(experiment, "report", nested=True) as child:
+            report.build(experiment, [ids["train"]], log=log, report_run=child.info.run_id)
             ids["report"] = child.info.run_id
         tracker.set_tags({names.stage_run_id("report"): ids["report"]})
     log("pipeline finished: " + ", ".join(f"{stage} run {run_id}" for stage, run_id in ids.items()))

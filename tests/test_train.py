@@ -201,16 +201,17 @@ def test_system_metrics_sample_every_10_s_unless_the_environment_says_otherwise(
 @pytest.mark.slow
 @pytest.mark.parametrize("entry", ["train", "main"])
 def test_mlflow_run_entry_points(home, smoke_overrides, entry):
+    # `make run EXPERIMENT=NAME`: the experiment named on the command line, not the config's.
     env = subprocess_env(home)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
     result = subprocess.run(
         [str(Path(sys.executable).parent / "mlflow"), "run", str(REPO), "-e", entry, "--env-manager", "local",
-         "--experiment-name", "smoke", "-P", "config=configs/smoke.yaml", "-P", f"overrides={' '.join(smoke_overrides)}"],
+         "--experiment-name", "launched", "-P", "config=configs/smoke.yaml", "-P", f"overrides={' '.join(smoke_overrides)}"],
         env=env, cwd=home, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     tracking.configure()
     client = MlflowClient()
-    runs = client.search_runs([client.get_experiment_by_name("smoke").experiment_id])
+    runs = client.search_runs([client.get_experiment_by_name("launched").experiment_id])
     top = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     assert len(top) == 1 and top[0].info.status == "FINISHED"
     assert top[0].data.params["config"] == "configs/smoke.yaml"  # MLproject's own parameters...
@@ -220,7 +221,7 @@ def test_mlflow_run_entry_points(home, smoke_overrides, entry):
         assert len(runs) == 5 and trained[0].data.tags["mlflow.parentRunId"] == top[0].info.run_id
         (reported,) = [r for r in runs if r.data.tags.get("infogan.stage") == "report"]
         assert reported.data.tags["infogan.report_runs"] == trained[0].info.run_id
-        assert (home / "reports" / "smoke" / "report.pdf").is_file()
+        assert (home / "reports" / "launched" / "report.pdf").is_file()
         evaluated = [r for r in runs if r.data.tags.get("infogan.stage") == "evaluate"]
         assert [r.data.tags["infogan.evaluated_run_id"] for r in evaluated] == [trained[0].info.run_id]
 

@@ -19,7 +19,7 @@ import pytest
 from mlflow import MlflowClient
 
 from conftest import free_port, own_store, subprocess_env
-from pipeline import cli, evaluate, names, tracking, train
+from pipeline import cli, evaluate, names, runs, tracking, train
 from pipeline.tracking import serving
 from pipeline.config import load_config
 
@@ -44,6 +44,21 @@ def store(trained, monkeypatch):
     monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
     tracking.configure()
     return trained
+
+
+def test_a_generator_logged_by_the_earlier_layout_loads_in_a_process_that_imported_the_package(
+        store, tmp_path, monkeypatch):
+    # Generators logged before the package moved its serving code name `pipeline.serving` in their
+    # generator_model.py; `infogan generate --model` loads them after importing this package.
+    home, run_id = store
+    old = tmp_path / "generator_model.py"
+    old.write_text(serving.MODEL_CODE.read_text().replace("pipeline.tracking.serving", "pipeline.serving"))
+    assert "from pipeline.serving import GeneratorModel" in old.read_text()
+    monkeypatch.setattr(serving, "MODEL_CODE", old)
+    g = runs.load_run(run_id).g
+    serving.log_generator(g, run_id, name="earlier_layout")
+    images = serving.load(f"runs:/{run_id}/earlier_layout").predict(pd.DataFrame([{"code": 3, "n": 2, "seed": 1}]))
+    assert images.shape == (2, 28, 28)
 
 
 def test_generator_goes_from_codes_to_digits_to_the_registry(store, tmp_path, capsys):

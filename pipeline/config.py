@@ -204,8 +204,9 @@ def _check_batches(check: _Checker, cfg: DictConfig) -> None:
                    f"(train.batch_size={cfg.train.batch_size}); no full batch could be drawn")
     if cfg.train.batch_size > 60000:
         check.fail("train.batch_size", "is larger than the MNIST training set (60,000)")
-    if cfg.model.arch in ("paper", "tconv") and cfg.train.batch_size < 2:
-        check.fail("train.batch_size", f"must be >= 2 for the {cfg.model.arch} architecture (batch norm)")
+    if cfg.train.batch_size < 2:  # every architecture's G normalises its batch
+        check.fail("train.batch_size", f"must be >= 2: the {cfg.model.arch} network's batch norm needs two "
+                   "samples to normalise")
 
 
 def to_yaml(cfg: DictConfig) -> str:

@@ -157,3 +157,11 @@ def test_experiments_open_in_the_training_view_and_runs_mlflow_run_opened_are_re
     with tracking.start_run("made-elsewhere", "train paper s0") as run:
         assert run.info.run_id == opened.info.run_id
     assert client.get_run(opened.info.run_id).info.run_name == "train paper s0"
+
+
+@pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
+def test_a_batch_of_one_is_refused_for_every_architecture(arch):
+    # Every G normalises its batch: one sample would fail inside torch, mid-training.
+    with pytest.raises(ConfigError, match=r"config key 'train.batch_size' .* must be >= 2"):
+        load_config([], [f"model.arch={arch}", "train.batch_size=1", "data.train_subset=1"])
+    assert load_config([], [f"model.arch={arch}", "train.batch_size=2"]).train.batch_size == 2

@@ -121,7 +121,7 @@ def fit(cfg: DictConfig, tracker, ckpt_path: Path, resume: Optional[dict] = None
     """Train ``cfg`` to the end, logging through ``tracker``; returns the last logged metrics.
 
     ``resume`` is a checkpoint dict to continue from. A checkpoint is written at the end of every
-    epoch and on Ctrl-C/SIGTERM. ``evaluator(g, d)`` (see evaluate.Evaluator) runs every
+    epoch and on Ctrl-C/SIGTERM. ``evaluator(g, d)`` (see measure.Evaluator) runs every
     ``eval.every_epochs`` epochs; its ``eval/`` metrics are logged at the training step, with
     ``perf/train_seconds`` (training time so far, evaluation excluded). ``on_eval(epoch, step,
     metrics)`` is called after each evaluation once that epoch's checkpoint is saved (a sweep

@@ -2,7 +2,7 @@
 the demo grades, Q's accuracy on real digits, the Frechet distance, the continuous codes' effects.
 
 Tensor work only (no MLflow, no files): the evaluate stage decides what gets logged; the training
-loop calls :func:`measure` (through ``evaluate.Evaluator``) for its in-training evaluation.
+loop calls :func:`measure` (through :class:`Evaluator`) for its in-training evaluation.
 """
 from __future__ import annotations
 

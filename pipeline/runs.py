@@ -40,7 +40,7 @@ def load_checkpoint(cfg: DictConfig, run_id: str) -> Optional[dict]:
     local = checkpoint_path(cfg, run_id)
     if local.is_file():
         return checkpoint.load(local)
-    with tracking.downloaded(run_id, LOGGED_CHECKPOINT) as path:
+    with tracking.downloaded(run_id, LOGGED_CHECKPOINT, missing=(Exception,)) as path:
         return None if path is None else checkpoint.load(path)
 
 
@@ -53,7 +53,7 @@ def find_interrupted_run(cfg: DictConfig, log: Callable[[str], None] = print) ->
     FAILED with the reason as a tag, and the user is told."""
     runs = tracking.search_runs(
         cfg.tracking.experiment,
-        f"tags.`{names.CONFIG_HASH}` = '{config_hash(cfg)}' and attributes.status != 'FINISHED'",
+        tracking.tag_filter({names.CONFIG_HASH: config_hash(cfg)}) + " and attributes.status != 'FINISHED'",
         order_by=["attributes.start_time DESC"], max_results=20)
     found = None
     for run in runs:

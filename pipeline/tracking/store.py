@@ -194,24 +194,15 @@ def experiment_name(experiment_id: str) -> str:
 
 def find_finished_run(experiment: str, tags: dict[str, str]):
     """The newest FINISHED run of ``experiment`` carrying all ``tags``, or None."""
-    client = MlflowClient()
-    found = client.get_experiment_by_name(experiment)
-    if found is None:
-        return None
-    where = " and ".join([f"tags.`{k}` = '{v}'" for k, v in tags.items()] + ["attributes.status = 'FINISHED'"])
-    runs = client.search_runs([found.experiment_id], filter_string=where,
-                              order_by=["attributes.start_time DESC"], max_results=1)
+    runs = search_runs(experiment, tag_filter(tags) + " and attributes.status = 'FINISHED'",
+                       order_by=["attributes.start_time DESC"], max_results=1)
     return runs[0] if runs else None
 
 
 def read_text(run_id: str, artifact_file: str) -> Optional[str]:
     """A text artifact of the run, or None when it has none by that name."""
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            path = MlflowClient().download_artifacts(run_id, artifact_file, tmp)
-        except (MlflowException, OSError):
-            return None
-        return Path(path).read_text()
+    with downloaded(run_id, artifact_file) as path:
+        return None if path is None else path.read_text()
 
 
 def load_state_dict_model(module, run_id: str, artifact_file: str):
@@ -219,14 +210,13 @@ def load_state_dict_model(module, run_id: str, artifact_file: str):
     import torch
 
     with tempfile.TemporaryDirectory() as tmp:
-        path = MlflowClient().download_artifacts(run_id, artifact_file, tmp)
+        path = download_artifact(run_id, artifact_file, Path(tmp))
         module.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     return module
 
 
 def param_value(value: Any) -> str:
     return "null" if value is None else str(value)
-
 
 
 # --- reading back what runs logged ---------------------------------------------------------------
@@ -250,9 +240,14 @@ def search_runs(experiment: str, where: str = "", order_by: Optional[list[str]] 
                                       max_results=max_results)
 
 
+def tag_filter(tags: dict[str, str]) -> str:
+    """The search filter for runs carrying every one of ``tags``."""
+    return " and ".join(f"tags.`{key}` = '{value}'" for key, value in tags.items())
+
+
 def stage_filter(stage: str) -> str:
     """The search filter for runs of one pipeline stage."""
-    return f"tags.`{names.STAGE}` = '{stage}'"
+    return tag_filter({names.STAGE: stage})
 
 
 def list_artifacts(run_id: str, path: Optional[str] = None) -> list[str]:
@@ -266,12 +261,14 @@ def download_artifact(run_id: str, path: str, folder: Path) -> str:
 
 
 @contextlib.contextmanager
-def downloaded(run_id: str, path: str) -> Iterator[Optional[Path]]:
-    """The run's artifact ``path`` in a temporary folder for the block (None when it has none)."""
+def downloaded(run_id: str, path: str, missing: tuple[type[BaseException], ...] = (MlflowException, OSError)
+               ) -> Iterator[Optional[Path]]:
+    """The run's artifact ``path`` in a temporary folder for the block; None when downloading it
+    raises one of ``missing`` (the store has no such artifact, or it cannot be read)."""
     with tempfile.TemporaryDirectory() as tmp:
         try:
             local = Path(download_artifact(run_id, path, Path(tmp)))
-        except Exception:  # noqa: BLE001  (absent, unreadable or refused: nothing to read)
+        except missing:
             local = None
         yield local
 

@@ -1,5 +1,6 @@
 """Measuring a generator (and its Q) with the reference classifier: which code is which digit,
-the demo grades, Q's accuracy on real digits, the Frechet distance, the continuous codes' effects.
+the demo grades, Q's accuracy on real digits, the Frechet distance, how much the images vary with z
+(style spread), the continuous codes' effects.
 
 Tensor work only (no MLflow, no files): the evaluate stage decides what gets logged; the training
 loop calls :func:`measure` (through :class:`Evaluator`) for its in-training evaluation.
@@ -26,6 +27,7 @@ class Measurement:
     fld: Optional[float]
     fld_floor: Optional[float] = None  # the same distance between two disjoint real test splits
     continuous: Optional[dict] = None  # continuous_effects(): eval/cont_c<k>_slant, _width
+    style_spread: float = float("nan")  # names.STYLE_SPREAD
 
     def as_metrics(self) -> dict[str, float]:
         out = {
@@ -35,6 +37,7 @@ class Measurement:
             names.DEMO_SCORE_MIN: float(self.demo_scores.min()),
             names.DEMO_PERFECT_FRAC: float((self.demo_scores == 10).mean()),
             names.MIN_CODE_PURITY: float(self.mapping.purity().min()),
+            names.STYLE_SPREAD: self.style_spread,
         }
         if self.fld is not None:
             out[names.FLD] = self.fld
@@ -165,6 +168,7 @@ def measure(g: Generator, d: Optional[Discriminator], classifier: Classifier, te
     images = generate(g, z.to(device), c.to(device), u)
     predicted = predict(classifier, images).cpu().numpy()
     mapping = metrics.map_codes(c.numpy(), predicted, code_dim)
+    spread = style_spread(images, c, tensors)
 
     q_accuracy = float("nan")
     if d is not None:
@@ -187,7 +191,16 @@ def measure(g: Generator, d: Optional[Discriminator], classifier: Classifier, te
         fld = metrics.frechet_distance(features(classifier, images[pick.to(images.device)]), reference.features)
         floor = reference.floor
     return Measurement(mapping, mapping.accuracy(), q_accuracy, scores, fld, floor,
-                       continuous_effects(g, seed + 1))
+                       continuous_effects(g, seed + 1), spread)
+
+
+def style_spread(images: torch.Tensor, c: torch.Tensor, tensors: dict) -> float:
+    """names.STYLE_SPREAD: the pixel spread of ``images`` within each code value ``c``, over that
+    of the real test digits within each class."""
+    generated = metrics.within_group_spread(images.float().cpu().numpy(), c.cpu().numpy())
+    real = metrics.within_group_spread(tensors["test_x"].float().div(255.0).cpu().numpy(),
+                                       tensors["test_y"].cpu().numpy())
+    return generated / real
 
 
 class Evaluator:

@@ -106,6 +106,14 @@ def column_passes(predicted: np.ndarray) -> np.ndarray:
     return right.sum(axis=0) >= PASS_MARK
 
 
+def within_group_spread(images: np.ndarray, groups: np.ndarray) -> float:
+    """Mean per-pixel standard deviation of ``images`` [N, ...] within each group of ``groups``
+    [N] (a code value, or a digit label), averaged over the groups with two or more images."""
+    flat = np.asarray(images, dtype=np.float64).reshape(len(groups), -1)
+    spreads = [flat[groups == k].std(axis=0).mean() for k in np.unique(groups) if (groups == k).sum() > 1]
+    return float(np.mean(spreads))
+
+
 def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     """Frechet distance between Gaussians fitted to feature sets ``a`` [N, F] and ``b`` [M, F]:
     |mu_a - mu_b|^2 + tr(S_a) + tr(S_b) - 2 tr((S_a S_b)^1/2).

@@ -32,10 +32,14 @@ DEMO_PERFECT_FRAC = "eval/demo_perfect_frac"
 MIN_CODE_PURITY = "eval/min_code_purity"
 FLD = "eval/fld"
 FLD_FLOOR = "eval/fld_floor"
+# How much G's images vary with z for a fixed code, as a fraction of how much real test digits of
+# one class vary (mean per-pixel standard deviation): about 1 for a G that draws varied digits,
+# near 0 for one that ignores z and draws one image per code.
+STYLE_SPREAD = "eval/style_spread"
 EVAL_METRICS = (GEN_ACCURACY, Q_ACCURACY, DEMO_SCORE_MEAN, DEMO_SCORE_MIN, DEMO_PERFECT_FRAC,
-                MIN_CODE_PURITY, FLD)
+                MIN_CODE_PURITY, FLD, STYLE_SPREAD)
 # Figures a report table shows per run, in its column order.
-REPORT_METRICS = (GEN_ACCURACY, Q_ACCURACY, DEMO_SCORE_MIN, DEMO_PERFECT_FRAC, FLD)
+REPORT_METRICS = (GEN_ACCURACY, Q_ACCURACY, DEMO_SCORE_MIN, DEMO_PERFECT_FRAC, FLD, STYLE_SPREAD)
 CLASSIFIER_ACCURACY = "test_accuracy"  # the reference classifier's run
 
 

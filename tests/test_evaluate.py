@@ -42,9 +42,10 @@ def test_evaluate_logs_metrics_mapping_and_figures_to_the_training_run(smoke_run
     client = MlflowClient()
     run = client.get_run(smoke_run)
     for key in ("eval/gen_accuracy", "eval/q_accuracy", "eval/demo_score_mean", "eval/demo_score_min",
-                "eval/demo_perfect_frac", "eval/fld", "eval/fld_floor"):
+                "eval/demo_perfect_frac", "eval/fld", "eval/fld_floor", "eval/style_spread"):
         assert key in run.data.metrics
     assert 0.0 <= run.data.metrics["eval/gen_accuracy"] <= 1.0
+    assert run.data.metrics["eval/style_spread"] > 0.0  # a barely trained G still varies with z
     # two real splits are far closer than a barely trained generator is to real digits
     assert 0.0 < run.data.metrics["eval/fld_floor"] < run.data.metrics["eval/fld"]
     assert {a.path for a in client.list_artifacts(smoke_run, "eval")} == {

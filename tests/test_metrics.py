@@ -92,3 +92,29 @@ def test_frechet_distance_matches_the_textbook_formula_and_survives_dead_feature
     a[:, 2] = 0.0  # a ReLU unit that never fires: a singular covariance
     assert np.isfinite(metrics.frechet_distance(a, b))
     assert metrics.frechet_distance(a, a) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_style_spread_is_zero_for_one_image_per_group_and_ignores_the_groups_means():
+    rng = np.random.default_rng(0)
+    groups = np.repeat(np.arange(3), 50)
+    templates = rng.random((3, 28, 28))
+    assert metrics.within_group_spread(templates[groups], groups) == pytest.approx(0.0, abs=1e-12)  # G ignoring z
+    varied = templates[groups] + rng.normal(0.0, 0.2, (150, 28, 28))
+    assert metrics.within_group_spread(varied, groups) == pytest.approx(0.2, rel=0.05)
+    # Groups far apart do not count: only the spread inside each one.
+    shifted = varied + 5.0 * groups[:, None, None]
+    assert metrics.within_group_spread(shifted, groups) == pytest.approx(metrics.within_group_spread(varied, groups))
+
+
+def test_style_spread_is_one_for_real_digits_and_zero_for_one_image_per_code():
+    import torch
+
+    from pipeline import measure
+
+    rng = np.random.default_rng(1)
+    test_y = torch.from_numpy(np.repeat(np.arange(10), 30))
+    test_x = torch.from_numpy(rng.integers(0, 256, (300, 1, 28, 28), dtype=np.uint8))
+    tensors = {"test_x": test_x, "test_y": test_y}
+    assert measure.style_spread(test_x.float() / 255.0, test_y, tensors) == pytest.approx(1.0)
+    one_per_code = (test_x[::30].float() / 255.0).repeat_interleave(30, dim=0)
+    assert measure.style_spread(one_per_code, test_y, tensors) == pytest.approx(0.0, abs=1e-9)

@@ -179,17 +179,21 @@ class Writer:
         d = self.doc
         rows = [[r.variant, r.seed, num(r.final(names.GEN_ACCURACY)), num(r.final(names.Q_ACCURACY)),
                  num(r.final(names.DEMO_SCORE_MIN)), num(100 * r.final(names.DEMO_PERFECT_FRAC), 3),
-                 num(r.final(names.FLD)), "yes" if r.evaluated else "no"] for r in self.runs]
+                 num(r.final(names.FLD)), num(r.final(names.STYLE_SPREAD), 2),
+                 "yes" if r.evaluated else "no"] for r in self.runs]
         d.add(Heading(2, "Evaluation"),
               Text("A reference MNIST classifier (≈ 99% test accuracy, trained once) judges the generator. Each "
                    "code value is mapped to the digit the classifier sees most for it, one-to-one (Hungarian "
                    "algorithm). Generated accuracy: the share of samples the classifier reads as their code's "
                    "digit. Q accuracy: Q as a classifier of the real test digits, through the same mapping. Demo: "
                    "100 random 10×10 grids graded as the lab grades them. FLD: Fréchet distance between generated "
-                   "and real test images in the classifier's features (lower is better)."),
-              Table(["experiment", "seed", "gen acc", "Q acc", "demo min", "demos 10/10 (%)", "FLD", "evaluated"],
+                   "and real test images in the classifier's features (lower is better). Style spread: how much "
+                   "the images of one code vary with z, as a share of how much real digits of one class vary "
+                   "(near 0: G ignores z and draws one image per code)."),
+              Table(["experiment", "seed", "gen acc", "Q acc", "demo min", "demos 10/10 (%)", "FLD", "style spread",
+                     "evaluated"],
                     rows, "each run's figures: the evaluate stage's (1,000 samples per code, 100 demos) where it ran, "
-                          "else the last in-training evaluation", align="lrrrrrrl", label="tab-runs"),
+                          "else the last in-training evaluation", align="lrrrrrrrl", label="tab-runs"),
               Figure([self.draw("eval_curves", fig.eval_figure(self.runs))],
                      ["Evaluations during training (200 samples per code, after every epoch); a star marks the "
                       "evaluate stage's figure. The dashed line is the FLD between two sets of real test digits."]))

@@ -1,0 +1,169 @@
+"""Short probes of training variants for the handout's networks (`tconv`, `upsample_sn`): trains
+for a few hundred steps outside MLflow and prints, every ``--eval-every`` steps, what the
+training loop's evaluation measures (generated accuracy, Q accuracy, demo grades, style spread)
+beside D's losses and probabilities. One thread per probe, so two run side by side on 2 cores.
+
+    .venv/bin/python benchmarks/handout_probe.py [--arch tconv] [--steps 702] [VARIANT OPTIONS]
+
+Besides the settings the config has (learning rates, code weight, batch handling, Q's view), it
+tries three that the package does not ship, each off by default:
+  --mode-seeking W   G also maximises W * min(|G(z1,c) - G(z2,c)| / |z1 - z2|, --cap): pairs of
+                     the batch share a code and differ in z (Mao et al. 2019, "Mode seeking GANs")
+  --r1 GAMMA         D's loss adds GAMMA/2 * |grad_x D(x)|^2 on real batches (Mescheder et al. 2018)
+  --batch split      D's first layers see real and fake batches apart, its last normalisation
+                     both together (``joint``, ``separate``: as ``train.real_fake_batch``)
+It judges with the project's reference classifier (logged in the store; trained once if absent).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pipeline import data, latents, measure, models, reference, step  # noqa: E402
+from pipeline.config import load_config  # noqa: E402
+
+SPLIT_AT = 5  # the handout D's trunk: conv, act, conv, norm, act | flatten, linear, norm, act
+
+
+def options() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--arch", default="tconv")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int, default=702)
+    p.add_argument("--eval-every", type=int, default=117)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr-g", type=float, default=1e-3)
+    p.add_argument("--lr-d", type=float, default=1e-4)
+    p.add_argument("--lr-q", type=float, default=1e-3)
+    p.add_argument("--code-weight", type=float, default=1.0)
+    p.add_argument("--info-trains-d-trunk", action="store_true")
+    p.add_argument("--no-info-augment", action="store_true")
+    p.add_argument("--batch", choices=("joint", "separate", "split"), default="joint")
+    p.add_argument("--instance-noise", type=float, default=0.0, help="constant std of noise on D's inputs")
+    p.add_argument("--r1", type=float, default=0.0)
+    p.add_argument("--mode-seeking", type=float, default=0.0)
+    p.add_argument("--cap", type=float, default=0.2)
+    p.add_argument("--lr-decay-fraction", type=float, default=0.5)
+    return p.parse_args()
+
+
+class Probe:
+    def __init__(self, a: argparse.Namespace):
+        self.a = a
+        cfg = load_config([], [f"model.arch={a.arch}"])
+        arrays, info = data.prepare(cfg.data, log=lambda m: None)
+        self.tensors = data.as_tensors(arrays, torch.device("cpu"))
+        self.classifier = reference.get_classifier(cfg, self.tensors, info.sha256, log=print)[0]
+        self.g, self.d = models.build(cfg.model)
+        betas = (0.5, 0.999)
+        self.opt = step.Optimisers(
+            d=torch.optim.Adam([*self.d.trunk.parameters(), *self.d.head.parameters()], lr=a.lr_d, betas=betas),
+            q=torch.optim.Adam(self.d.q.parameters(), lr=a.lr_q, betas=betas),
+            g=torch.optim.Adam(self.g.parameters(), lr=a.lr_g, betas=betas))
+        self.average = step.averaged(self.g, 0.999)
+        self.rng = torch.Generator().manual_seed(a.seed)
+        self.view = None if a.no_info_augment else step.q_view(torch.Generator().manual_seed(a.seed + 1))
+        self.batch = a.batch if self.d.batch_norm else "separate"
+
+    def noisy(self, images: torch.Tensor) -> torch.Tensor:
+        s = self.a.instance_noise
+        return images + s * torch.randn(images.shape, generator=self.rng) if s else images
+
+    def trunk(self, x: torch.Tensor, fake: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """D's features of a real and a fake batch, normalised as ``--batch`` says."""
+        t = self.d.trunk
+        if self.batch == "separate":
+            return t(x), t(fake)
+        if self.batch == "joint":
+            h = t(torch.cat([x, fake]))
+        else:
+            h = t[SPLIT_AT:](torch.cat([t[:SPLIT_AT](x), t[:SPLIT_AT](fake)]))
+        return h[:x.shape[0]], h[x.shape[0]:]
+
+    def step(self, x: torch.Tensor) -> dict[str, float]:
+        a, d, b = self.a, self.d, x.shape[0]
+        z, c = latents.sample(b, self.g.noise_dim, self.g.code_dim, self.rng, x.device)
+        if a.mode_seeking:
+            c[b // 2:] = c[:b // 2]
+        fake = self.g(z, latents.one_hot(c, self.g.code_dim))
+        x = self.noisy(x).requires_grad_(a.r1 > 0)
+        h_real, h_fake = self.trunk(x, self.noisy(fake.detach()))
+        d_real, d_fake = d.head(h_real).squeeze(1), d.head(h_fake).squeeze(1)
+        h_q = self.trunk(x.detach(), self.view(fake.detach()))[1] if self.view else h_fake
+        q_logits = d.read_codes(h_q if a.info_trains_d_trunk else h_q.detach())[0]
+        loss_d = (F.binary_cross_entropy_with_logits(d_real, torch.ones_like(d_real))
+                  + F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake)))
+        total = loss_d + a.code_weight * F.cross_entropy(q_logits, c)
+        if a.r1:
+            grad, = torch.autograd.grad(d_real.sum(), x, create_graph=True)
+            total = total + a.r1 / 2 * grad.pow(2).flatten(1).sum(1).mean()
+        self.opt.d.zero_grad(set_to_none=True)
+        self.opt.q.zero_grad(set_to_none=True)
+        total.backward()
+        self.opt.d.step()
+        self.opt.q.step()
+
+        with step.frozen(d):
+            h = self.trunk(x.detach(), self.noisy(fake))[1]
+            d_after = d.head(h).squeeze(1)
+            loss_info = F.cross_entropy(d.read_codes(h)[0], c)
+            loss_g = F.binary_cross_entropy_with_logits(d_after, torch.ones_like(d_after))
+            total = loss_g + a.code_weight * loss_info
+            if a.mode_seeking:
+                images = (fake[:b // 2] - fake[b // 2:]).abs().flatten(1).mean(1)
+                ratio = images / (z[:b // 2] - z[b // 2:]).abs().mean(1)
+                total = total - a.mode_seeking * ratio.clamp(max=a.cap).mean()
+            self.opt.g.zero_grad(set_to_none=True)
+            total.backward()
+            self.opt.g.step()
+        self.average.update_parameters(self.g)
+        return {"loss_d": float(loss_d), "loss_info": float(loss_info),
+                "d_real": float(torch.sigmoid(d_real.detach()).mean()), "d_fake": float(torch.sigmoid(d_after).mean())}
+
+    def evaluate(self) -> dict[str, float]:
+        g = self.average.module
+        g.eval(), self.d.eval()
+        m = measure.measure(g, self.d, self.classifier, self.tensors, samples_per_code=200, n_demos=100,
+                            seed=7, q_test_images=2000)
+        g.train(), self.d.train()
+        return {"gen": m.gen_accuracy, "q": m.q_accuracy, "demo_min": int(m.demo_scores.min()),
+                "demos_10": int((m.demo_scores == 10).sum()), "style_spread": m.style_spread}
+
+
+def main() -> None:
+    a = options()
+    torch.set_num_threads(1)
+    torch.manual_seed(a.seed)
+    probe = Probe(a)
+    train_x = probe.tensors["train_x"]
+    per_epoch = train_x.shape[0] // a.batch_size
+    decay = round(a.lr_decay_fraction * a.steps)
+    sums: dict[str, float] = {}
+    start = time.monotonic()
+    for s in range(a.steps):
+        if s % per_epoch == 0:
+            perm = torch.randperm(train_x.shape[0], generator=probe.rng)
+        i = s % per_epoch
+        x = train_x[perm[i * a.batch_size:(i + 1) * a.batch_size]].float().div_(255.0)
+        step.set_lr_scale(probe.opt, argparse.Namespace(lr_d=a.lr_d, lr_q=a.lr_q, lr_g=a.lr_g),
+                          step.lr_scale(s, a.steps, decay))
+        for key, value in probe.step(x).items():
+            sums[key] = sums.get(key, 0.0) + value
+        if (s + 1) % a.eval_every == 0 or s + 1 == a.steps:
+            row = {"step": s + 1, "epoch": round((s + 1) / per_epoch, 2), **probe.evaluate(),
+                   **{k: v / a.eval_every for k, v in sums.items()},
+                   "img_per_s": (s + 1) * a.batch_size / (time.monotonic() - start)}
+            sums = {}
+            print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
+
+
+if __name__ == "__main__":
+    main()

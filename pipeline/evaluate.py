@@ -51,11 +51,17 @@ def evaluate_run(run_id: str, cfg: Optional[DictConfig] = None, log: Callable[[s
 
     tracker = tracking.MlflowTracker(run_id)
     # Evaluating the same checkpoint again measures the same figures (the seeds are fixed): they
-    # replace nothing and are not logged a second time at the same step.
-    again = tracking.get_run(run_id).data.tags.get(names.EVALUATED_STEP) == str(trained.step)
+    # replace nothing and are not logged a second time at the same step. Metrics the run has never
+    # had (added to the evaluation since it ran) are logged.
+    run = tracking.get_run(run_id)
+    again = run.data.tags.get(names.EVALUATED_STEP) == str(trained.step)
     if again:
+        lacking = {key: value for key, value in values.items() if key not in run.data.metrics}
         log(f"run {run_id} was already evaluated at step {trained.step}; its figures and files are "
-            f"rewritten, not added again")
+            f"rewritten, not added again" + (f"; metrics it lacked are added: {', '.join(lacking)}" if lacking else ""))
+        if lacking:
+            tracker.log_metrics(lacking, step=trained.step)
+            tracker.flush()
     else:
         tracker.log_metrics(values, step=trained.step)
         tracker.flush()

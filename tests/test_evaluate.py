@@ -106,3 +106,24 @@ def test_evaluating_a_run_of_another_stage_leaves_no_evaluate_run(home, capsys):
     client = MlflowClient()
     runs = client.search_runs([client.get_experiment_by_name("smoke").experiment_id])
     assert [r.info.run_id for r in runs] == [data_run]  # no FAILED evaluate run beside it
+
+
+def test_evaluating_again_adds_only_the_metrics_the_run_lacks(home, smoke_overrides, monkeypatch):
+    from pipeline import measure, names
+
+    full = measure.Measurement.as_metrics
+    with monkeypatch.context() as older:  # a run trained and evaluated before eval/style_spread existed
+        older.setattr(measure.Measurement, "as_metrics",
+                      lambda self: {k: v for k, v in full(self).items() if k != names.STYLE_SPREAD})
+        run_id = train.stage(load_config([SMOKE], smoke_overrides), log=lambda m: None)
+        evaluate.stage(run_id, log=lambda m: None)
+    client = MlflowClient()
+    assert names.STYLE_SPREAD not in client.get_run(run_id).data.metrics
+    before = [(m.step, m.value) for m in client.get_metric_history(run_id, names.GEN_ACCURACY)]
+
+    lines = []
+    evaluate.stage(run_id, log=lines.append)
+    step = int(client.get_run(run_id).data.tags["infogan.evaluated_step"])
+    assert [m.step for m in client.get_metric_history(run_id, names.STYLE_SPREAD)] == [step]
+    assert [(m.step, m.value) for m in client.get_metric_history(run_id, names.GEN_ACCURACY)] == before
+    assert any("metrics it lacked are added: eval/style_spread" in line for line in lines), lines

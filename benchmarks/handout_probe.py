@@ -8,7 +8,8 @@ beside D's losses and probabilities. One thread per probe, so two run side by si
 Besides the settings the config has (learning rates, code weight, batch handling, Q's view), it
 tries three that the package does not ship, each off by default:
   --mode-seeking W   G also maximises W * min(|G(z1,c) - G(z2,c)| / |z1 - z2|, --cap): pairs of
-                     the batch share a code and differ in z (Mao et al. 2019, "Mode seeking GANs")
+                     the batch share a code and differ in z (Mao et al. 2019, "Mode seeking GANs");
+                     from step --mode-seeking-after on
   --r1 GAMMA         D's loss adds GAMMA/2 * |grad_x D(x)|^2 on real batches (Mescheder et al. 2018)
   --batch split      D's first layers see real and fake batches apart, its last normalisation
                      both together (``joint``, ``separate``: as ``train.real_fake_batch``)
@@ -51,6 +52,7 @@ def options() -> argparse.Namespace:
     p.add_argument("--r1", type=float, default=0.0)
     p.add_argument("--mode-seeking", type=float, default=0.0)
     p.add_argument("--cap", type=float, default=0.2)
+    p.add_argument("--mode-seeking-after", type=int, default=0, help="steps before the mode-seeking term starts")
     p.add_argument("--lr-decay-fraction", type=float, default=0.5)
     return p.parse_args()
 
@@ -88,10 +90,11 @@ class Probe:
             h = t[SPLIT_AT:](torch.cat([t[:SPLIT_AT](x), t[:SPLIT_AT](fake)]))
         return h[:x.shape[0]], h[x.shape[0]:]
 
-    def step(self, x: torch.Tensor) -> dict[str, float]:
+    def step(self, x: torch.Tensor, s: int) -> dict[str, float]:
         a, d, b = self.a, self.d, x.shape[0]
+        seeking = a.mode_seeking if s >= a.mode_seeking_after else 0.0
         z, c = latents.sample(b, self.g.noise_dim, self.g.code_dim, self.rng, x.device)
-        if a.mode_seeking:
+        if seeking:
             c[b // 2:] = c[:b // 2]
         fake = self.g(z, latents.one_hot(c, self.g.code_dim))
         x = self.noisy(x).requires_grad_(a.r1 > 0)
@@ -117,10 +120,10 @@ class Probe:
             loss_info = F.cross_entropy(d.read_codes(h)[0], c)
             loss_g = F.binary_cross_entropy_with_logits(d_after, torch.ones_like(d_after))
             total = loss_g + a.code_weight * loss_info
-            if a.mode_seeking:
+            if seeking:
                 images = (fake[:b // 2] - fake[b // 2:]).abs().flatten(1).mean(1)
                 ratio = images / (z[:b // 2] - z[b // 2:]).abs().mean(1)
-                total = total - a.mode_seeking * ratio.clamp(max=a.cap).mean()
+                total = total - seeking * ratio.clamp(max=a.cap).mean()
             self.opt.g.zero_grad(set_to_none=True)
             total.backward()
             self.opt.g.step()
@@ -155,7 +158,7 @@ def main() -> None:
         x = train_x[perm[i * a.batch_size:(i + 1) * a.batch_size]].float().div_(255.0)
         step.set_lr_scale(probe.opt, argparse.Namespace(lr_d=a.lr_d, lr_q=a.lr_q, lr_g=a.lr_g),
                           step.lr_scale(s, a.steps, decay))
-        for key, value in probe.step(x).items():
+        for key, value in probe.step(x, s).items():
             sums[key] = sums.get(key, 0.0) + value
         if (s + 1) % a.eval_every == 0 or s + 1 == a.steps:
             row = {"step": s + 1, "epoch": round((s + 1) / per_epoch, 2), **probe.evaluate(),

@@ -150,14 +150,15 @@ def demo_inputs(n_demos: int, noise_dim: int, code_of_digit: dict[int, int], gen
 def measure(g: Generator, d: Optional[Discriminator], classifier: Classifier, tensors: dict,
             samples_per_code: int = 1000, n_demos: int = 100, fld_samples: int = 0,
             seed: int = 0, reference: Optional[RealReference] = None,
-            q_test_images: Optional[int] = None) -> Measurement:
+            q_test_images: Optional[int] = None, real_spread: Optional[float] = None) -> Measurement:
     """Everything the evaluate stage reports about a generator (and Q when ``d`` is given).
 
     ``tensors`` are the MNIST tensors (test_x/test_y used). The mapping comes from
     ``samples_per_code`` samples of every code value; demos use fresh noise through the mapping;
     FLD compares ``fld_samples`` generated images with as many real test images
     (``reference`` may pass them precomputed; see RealReference for the floor); Q is graded on
-    the first ``q_test_images`` test images (None: all).
+    the first ``q_test_images`` test images (None: all); ``real_spread`` is
+    ``real_style_spread(tensors)``, passed when it was computed once for many calls.
     """
     device = next(g.parameters()).device
     generator = torch.Generator().manual_seed(seed)
@@ -168,7 +169,7 @@ def measure(g: Generator, d: Optional[Discriminator], classifier: Classifier, te
     images = generate(g, z.to(device), c.to(device), u)
     predicted = predict(classifier, images).cpu().numpy()
     mapping = metrics.map_codes(c.numpy(), predicted, code_dim)
-    spread = style_spread(images, c, tensors)
+    spread = style_spread(images, c, real_style_spread(tensors) if real_spread is None else real_spread)
 
     q_accuracy = float("nan")
     if d is not None:
@@ -194,13 +195,16 @@ def measure(g: Generator, d: Optional[Discriminator], classifier: Classifier, te
                        continuous_effects(g, seed + 1), spread)
 
 
-def style_spread(images: torch.Tensor, c: torch.Tensor, tensors: dict) -> float:
-    """names.STYLE_SPREAD: the pixel spread of ``images`` within each code value ``c``, over that
-    of the real test digits within each class."""
-    generated = metrics.within_group_spread(images.float().cpu().numpy(), c.cpu().numpy())
-    real = metrics.within_group_spread(tensors["test_x"].float().div(255.0).cpu().numpy(),
+def real_style_spread(tensors: dict) -> float:
+    """The pixel spread of the real test digits within each class: what ``style_spread`` divides by."""
+    return metrics.within_group_spread(tensors["test_x"].float().div(255.0).cpu().numpy(),
                                        tensors["test_y"].cpu().numpy())
-    return generated / real
+
+
+def style_spread(images: torch.Tensor, c: torch.Tensor, real_spread: float) -> float:
+    """names.STYLE_SPREAD: the pixel spread of ``images`` within each code value ``c``, over
+    ``real_spread`` (``real_style_spread``)."""
+    return metrics.within_group_spread(images.float().cpu().numpy(), c.cpu().numpy()) / real_spread
 
 
 class Evaluator:
@@ -211,6 +215,7 @@ class Evaluator:
         self.cfg, self.classifier, self.tensors = cfg, classifier, tensors
         e = cfg.eval
         self.reference = RealReference(classifier, tensors["test_x"], e.fld_samples) if e.fld_samples else None
+        self.real_spread = real_style_spread(tensors)
 
     def __call__(self, g: Generator, d: Discriminator, full: bool = False,
                  seed: Optional[int] = None) -> Measurement:
@@ -219,4 +224,4 @@ class Evaluator:
                        samples_per_code=e.samples_per_code if full else e.train_samples_per_code,
                        n_demos=e.demos, fld_samples=e.fld_samples,
                        seed=self.cfg.seed + 7 if seed is None else seed,
-                       reference=self.reference, q_test_images=e.q_test_images)
+                       reference=self.reference, q_test_images=e.q_test_images, real_spread=self.real_spread)

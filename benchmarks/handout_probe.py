@@ -60,24 +60,19 @@ def options() -> argparse.Namespace:
 class Probe:
     def __init__(self, a: argparse.Namespace):
         self.a = a
-        cfg = load_config([], [f"model.arch={a.arch}"])
-        arrays, info = data.prepare(cfg.data, log=lambda m: None)
+        self.cfg = load_config([], [f"model.arch={a.arch}", f"train.lr_g={a.lr_g}", f"train.lr_d={a.lr_d}",
+                                    f"train.lr_q={a.lr_q}", f"train.lr_decay_fraction={a.lr_decay_fraction}"])
+        arrays, info = data.prepare(self.cfg.data, log=lambda m: None)
         self.tensors = data.as_tensors(arrays, torch.device("cpu"))
-        self.classifier = reference.get_classifier(cfg, self.tensors, info.sha256, log=print)[0]
-        self.g, self.d = models.build(cfg.model)
-        betas = (0.5, 0.999)
-        self.opt = step.Optimisers(
-            d=torch.optim.Adam([*self.d.trunk.parameters(), *self.d.head.parameters()], lr=a.lr_d, betas=betas),
-            q=torch.optim.Adam(self.d.q.parameters(), lr=a.lr_q, betas=betas),
-            g=torch.optim.Adam(self.g.parameters(), lr=a.lr_g, betas=betas))
-        self.average = step.averaged(self.g, 0.999)
+        self.classifier = reference.get_classifier(self.cfg, self.tensors, info.sha256, log=print)[0]
+        self.g, self.d = models.build(self.cfg.model)
+        self.opt = step.make_optimisers(self.g, self.d, self.cfg.train)
+        self.average = step.averaged(self.g, self.cfg.train.ema_decay)
         self.rng = torch.Generator().manual_seed(a.seed)
         self.view = None if a.no_info_augment else step.q_view(torch.Generator().manual_seed(a.seed + 1))
         self.batch = a.batch if self.d.batch_norm else "separate"
-
-    def noisy(self, images: torch.Tensor) -> torch.Tensor:
-        s = self.a.instance_noise
-        return images + s * torch.randn(images.shape, generator=self.rng) if s else images
+        add_noise = step.noisy(a.instance_noise, self.rng)
+        self.noisy = add_noise or (lambda images: images)
 
     def trunk(self, x: torch.Tensor, fake: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """D's features of a real and a fake batch, normalised as ``--batch`` says."""
@@ -128,7 +123,7 @@ class Probe:
             total.backward()
             self.opt.g.step()
         self.average.update_parameters(self.g)
-        return {"loss_d": float(loss_d), "loss_info": float(loss_info),
+        return {"loss_d": float(loss_d.detach()), "loss_info": float(loss_info.detach()),
                 "d_real": float(torch.sigmoid(d_real.detach()).mean()), "d_fake": float(torch.sigmoid(d_after).mean())}
 
     def evaluate(self) -> dict[str, float]:
@@ -148,7 +143,7 @@ def main() -> None:
     probe = Probe(a)
     train_x = probe.tensors["train_x"]
     per_epoch = train_x.shape[0] // a.batch_size
-    decay = round(a.lr_decay_fraction * a.steps)
+    decay = step.decay_steps_of(probe.cfg.train, a.steps)
     sums: dict[str, float] = {}
     start = time.monotonic()
     for s in range(a.steps):
@@ -156,8 +151,7 @@ def main() -> None:
             perm = torch.randperm(train_x.shape[0], generator=probe.rng)
         i = s % per_epoch
         x = train_x[perm[i * a.batch_size:(i + 1) * a.batch_size]].float().div_(255.0)
-        step.set_lr_scale(probe.opt, argparse.Namespace(lr_d=a.lr_d, lr_q=a.lr_q, lr_g=a.lr_g),
-                          step.lr_scale(s, a.steps, decay))
+        step.set_lr_scale(probe.opt, probe.cfg.train, step.lr_scale(s, a.steps, decay))
         for key, value in probe.step(x, s).items():
             sums[key] = sums.get(key, 0.0) + value
         if (s + 1) % a.eval_every == 0 or s + 1 == a.steps:

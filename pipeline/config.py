@@ -183,9 +183,13 @@ def _check_ranges(check: _Checker, cfg: DictConfig) -> None:
         check.fail("eval.fld_samples", "is 1; a covariance needs at least 2 samples (0 turns FLD off)")
     if not cfg.eval.classifier_lr > 0:
         check.fail("eval.classifier_lr", "must be a positive learning rate")
-    for key in ("train.code_weight", "train.continuous_weight", "train.instance_noise"):
+    for key in ("train.code_weight", "train.continuous_weight", "train.instance_noise", "train.mode_seeking",
+                "train.mode_seeking_after_epochs"):
         check.at_least(key, 0.0)
     check.at_least("model.continuous_codes", 0)
+    if not cfg.train.mode_seeking_cap > 0:
+        check.fail("train.mode_seeking_cap", "must be > 0 (the largest image distance per unit of z distance "
+                   "that is rewarded)")
     check.at_least("train.threads", 0)
     if not 0.0 <= cfg.train.lr_decay_fraction <= 1.0:
         check.fail("train.lr_decay_fraction", "must be in [0, 1] (a fraction of the run)")
@@ -246,7 +250,8 @@ NOT_HASHED = ("tracking.run_name", "tracking.system_metrics", "tracking.register
 # Keys added after runs were made, with the value that means "as before": at that value they are
 # left out of the hash, so runs made before they existed are still found as the same config.
 ADDED_LATER = {"train.instance_noise": 0.0, "model.continuous_codes": 0, "train.continuous_weight": 1.0,
-               "eval.q_test_images": None}
+               "eval.q_test_images": None, "train.mode_seeking": 0.0, "train.mode_seeking_after_epochs": 0.5,
+               "train.mode_seeking_cap": 0.2}
 
 
 def config_hash(cfg: DictConfig) -> str:

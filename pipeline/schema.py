@@ -70,6 +70,14 @@ class TrainConfig:
     # How D's batch norm sees real and fake batches: separate (as the InfoGAN code) | joint (one
     # batch; the handout's tconv network needs it). No effect without batch norm in D.
     real_fake_batch: str = "separate"
+    # Mode seeking (Mao et al. 2019, "Mode seeking GANs"): G also maximises this weight times
+    # min(|G(z1, c) - G(z2, c)| / |z1 - z2|, mode_seeking_cap) (mean absolute differences) over
+    # pairs of the batch that share a code and differ in z. It stops G drawing one image per code
+    # and ignoring z, which the handout's networks do once D sees real and fake as one batch.
+    # It starts after mode_seeking_after_epochs, so Q first learns to read the code. 0 = off.
+    mode_seeking: float = 0.0
+    mode_seeking_after_epochs: float = 0.5
+    mode_seeking_cap: float = 0.2
     # Cap on iterations per epoch (smoke runs); null = one pass over the training set.
     steps_per_epoch: Optional[int] = None
     # Metrics are averaged over this many iterations and logged in one batch.

@@ -21,6 +21,10 @@ step backpropagates through the updated D into G without computing D's weight gr
   ``continuous_weight`` times their info term to the categorical one, in both steps. Q learns them
   from the plain fake, never from ``info_view``: rotating and scaling a digit is exactly what they
   are meant to encode.
+- ``seeking`` (``train.mode_seeking``): the weight of G's reward for drawing different images from
+  different z under one code, computed on the pairs (i, i + n/2) of the batch, which the caller
+  gives the same code (``pair_codes``); 0 = off. Capped at ``seeking_cap`` per pair, so G gains
+  nothing by drawing noise once its images differ enough.
 - ``precision()`` is the context the forward passes run in (``hardware.autocast``: bf16 autocast,
   or nothing); the losses are computed in fp32 from the logits either way.
 """
@@ -133,6 +137,21 @@ def frozen(module: torch.nn.Module) -> Iterator[None]:
         module.requires_grad_(True)
 
 
+def pair_codes(c: torch.Tensor) -> torch.Tensor:
+    """``c`` with its second half replaced by its first: sample i and i + n/2 share a code."""
+    half = c.shape[0] // 2
+    return torch.cat([c[:half], c[:half], c[2 * half:]])
+
+
+def mode_seeking_reward(fake: torch.Tensor, z: torch.Tensor, cap: float) -> torch.Tensor:
+    """Mean over the pairs (i, i + n/2) of min(|G_i - G_j| / |z_i - z_j|, cap), each distance a mean
+    absolute difference: how far G's images move per unit of z, where the pairs share a code."""
+    half = fake.shape[0] // 2
+    images = (fake[:half] - fake[half:2 * half]).abs().flatten(1).mean(1)
+    noise = (z[:half] - z[half:2 * half]).abs().mean(1)
+    return (images / noise).clamp(max=cap).mean()
+
+
 @dataclass
 class Batch:
     """What one step trains on: real images, the fake made from (z, c, u), the latents."""
@@ -141,6 +160,8 @@ class Batch:
     c: torch.Tensor
     u: Optional[torch.Tensor]
     joint: bool  # real and fake go through D's batch norm as one batch
+    z: Optional[torch.Tensor] = None
+    plain_fake: Optional[torch.Tensor] = None  # G's images before D's instance noise
 
     def features(self, d: models.Discriminator, images: torch.Tensor) -> torch.Tensor:
         """D's trunk on [real; images], or on images alone; returns the features of images."""
@@ -154,16 +175,17 @@ def train_step(g: models.Generator, d: models.Discriminator, opt: Optimisers, x:
                info_trains_d_trunk: bool, joint_batch: bool = False, info_view: Optional[Images] = None,
                precision: Callable[[], ContextManager] = contextlib.nullcontext,
                d_input: Optional[Images] = None, u: Optional[torch.Tensor] = None,
-               continuous_weight: float = 1.0) -> dict[str, torch.Tensor]:
+               continuous_weight: float = 1.0, seeking: float = 0.0,
+               seeking_cap: float = 0.2) -> dict[str, torch.Tensor]:
     """One InfoGAN iteration on real batch ``x`` with latents (z, c[, u]): the D step, then the G
     step (see the module's docstring for the options). Returns detached scalars, never logs."""
     with precision():
-        fake = g(z, latents.one_hot(c, g.code_dim), u)
-    if d_input is not None:
-        x, fake = d_input(x), d_input(fake)
-    batch = Batch(x, fake, c, u, joint_batch and d.batch_norm)
+        plain = g(z, latents.one_hot(c, g.code_dim), u)
+    x, fake = (x, plain) if d_input is None else (d_input(x), d_input(plain))
+    batch = Batch(x, fake, c, u, joint_batch and d.batch_norm, z, plain)
     stats = d_step(d, opt, batch, code_weight, continuous_weight, info_trains_d_trunk, info_view, precision)
-    stats.update(g_step(g, d, opt, batch, code_weight, continuous_weight, g_loss_kind, precision))
+    stats.update(g_step(g, d, opt, batch, code_weight, continuous_weight, g_loss_kind, precision,
+                        seeking, seeking_cap))
     return {key: stats[key] for key in (*names.STEP_METRICS, names.LOSS_INFO_CONT) if key in stats}
 
 
@@ -205,9 +227,10 @@ def d_step(d: models.Discriminator, opt: Optimisers, batch: Batch, code_weight: 
 
 
 def g_step(g: models.Generator, d: models.Discriminator, opt: Optimisers, batch: Batch, code_weight: float,
-           continuous_weight: float, g_loss_kind: str,
-           precision: Callable[[], ContextManager]) -> dict[str, torch.Tensor]:
-    """G: fool the updated D, and make c recoverable by Q; D and Q stay fixed here."""
+           continuous_weight: float, g_loss_kind: str, precision: Callable[[], ContextManager],
+           seeking: float = 0.0, seeking_cap: float = 0.2) -> dict[str, torch.Tensor]:
+    """G: fool the updated D, and make c recoverable by Q; D and Q stay fixed here. With
+    ``seeking`` > 0, G is also rewarded for images that differ where z does (``mode_seeking_reward``)."""
     with frozen(d):
         with precision():
             h = batch.features(d, batch.fake)
@@ -219,8 +242,11 @@ def g_step(g: models.Generator, d: models.Discriminator, opt: Optimisers, batch:
         if batch.u is not None:
             loss_info_cont = losses.info_loss_continuous(q_means.float(), batch.u)
             info_g = loss_info + continuous_weight * loss_info_cont
+        total = loss_g + code_weight * info_g
+        if seeking > 0:
+            total = total - seeking * mode_seeking_reward(batch.plain_fake.float(), batch.z, seeking_cap)
         opt.g.zero_grad(set_to_none=True)
-        (loss_g + code_weight * info_g).backward()
+        total.backward()
         # How much G is told to change: where the saturating loss's gradient vanishes, this shows it.
         g_norm = torch.nn.utils.get_total_norm([p.grad for p in g.parameters() if p.grad is not None])
         opt.g.step()

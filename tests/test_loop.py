@@ -1,5 +1,7 @@
 """The training loop on toy networks (one linear layer each) and ten random images, with a tracker
 that only records: what it logs and when, its checkpoints, and resuming step for step."""
+import inspect
+
 import numpy as np
 import pytest
 import torch
@@ -52,9 +54,9 @@ class Recorder(NullTracker):
         self.images.append((key, step, image.shape))
 
 
-def toy_config(epochs: int = 2, log_every: int = 2):
+def toy_config(epochs: int = 2, log_every: int = 2, extra: tuple[str, ...] = ()):
     return load_config([], [f"train.epochs={epochs}", "train.batch_size=2", f"train.log_every={log_every}",
-                            "model.noise_dim=4", "eval.every_epochs=0", "train.threads=1"])
+                            "model.noise_dim=4", "eval.every_epochs=0", "train.threads=1", *extra])
 
 
 def toy_arrays():
@@ -121,3 +123,19 @@ def test_a_non_finite_loss_stops_the_loop_and_keeps_the_last_checkpoint(tmp_path
         loop.fit(toy_config(log_every=1), tracker, tmp_path / "last.pt", log=lambda m: None,
                  arrays=toy_arrays(), nets=nets)
     assert checkpoint.load(tmp_path / "last.pt")["step"] == STEPS_PER_EPOCH
+
+
+def test_mode_seeking_starts_after_its_epochs_on_pairs_that_share_a_code(tmp_path, monkeypatch):
+    seen = []
+
+    def recording_step(*args, **kwargs):
+        given = inspect.signature(real_step).bind(*args, **kwargs).arguments
+        seen.append((given["c"].tolist(), given["seeking"]))
+        return real_step(*args, **kwargs)
+
+    real_step = loop.step.train_step
+    monkeypatch.setattr(loop.step, "train_step", recording_step)
+    cfg = toy_config(epochs=1, extra=("train.mode_seeking=3", "train.mode_seeking_after_epochs=0.4"))  # from step 2 of 5
+    loop.fit(cfg, Recorder(), tmp_path / "last.pt", log=lambda m: None, arrays=toy_arrays(), nets=(ToyG(), ToyD()))
+    assert [seeking for _, seeking in seen] == [0.0, 0.0, 3.0, 3.0, 3.0]
+    assert all(c[0] == c[1] for c, seeking in seen if seeking)

@@ -1,5 +1,5 @@
 """One training step: which parameters each loss trains, Q's augmented view, D's instance noise,
-the learning-rate schedule and the moving average of G."""
+the mode-seeking term, the learning-rate schedule and the moving average of G."""
 import math
 
 import pytest
@@ -9,12 +9,12 @@ from torch.testing import assert_close
 from conftest import recording_optimisers, same
 from pipeline import augment, models
 from pipeline.config import load_config
-from pipeline.step import (INFO_AUGMENT, averaged, lr_scale, make_optimisers, q_view,
-                            set_lr_scale, train_step)
+from pipeline.step import (INFO_AUGMENT, averaged, lr_scale, make_optimisers, mode_seeking_reward,
+                            pair_codes, q_view, set_lr_scale, train_step)
 
 
 def run_step(code_weight: float, trains_trunk: bool, arch: str = "paper", joint: bool = False, info_view=None,
-             d_input=None):
+             d_input=None, seeking: float = 0.0):
     cfg = load_config([], ["train.batch_size=8", f"model.arch={arch}"])
     torch.manual_seed(0)
     g, d = models.build(cfg.model)
@@ -22,7 +22,7 @@ def run_step(code_weight: float, trains_trunk: bool, arch: str = "paper", joint:
     torch.manual_seed(1)
     x, z, c = torch.rand(8, 1, 28, 28), torch.randn(8, 54), torch.randint(10, (8,))
     stats = train_step(g, d, opt, x, z, c, code_weight, "non_saturating", trains_trunk, joint_batch=joint,
-                       info_view=info_view, d_input=d_input)
+                       info_view=info_view, d_input=d_input, seeking=seeking)
     n_trunk = len(list(d.trunk.parameters()))
     return {"trunk": opt.d.seen[:n_trunk], "head": opt.d.seen[n_trunk:], "q": opt.q.seen, "g": opt.g.seen,
             "d_after_g_step": [p.grad for p in d.trunk.parameters()], "stats": stats}
@@ -151,3 +151,41 @@ def test_instance_noise_reaches_every_image_d_sees_and_falls_to_zero(arch, joint
         assert not same(noised[part], plain[part]), part
     assert noisy(0.0, torch.Generator()) is None
     assert [instance_noise_std(s, 100, 0.3) for s in (0, 50, 100, 150)] == pytest.approx([0.3, 0.15, 0.0, 0.0])
+
+
+def test_mode_seeking_reward_is_the_capped_image_distance_per_unit_of_z_distance_over_pairs():
+    assert pair_codes(torch.tensor([1, 2, 3, 4, 5])).tolist() == [1, 2, 1, 2, 5]  # i and i + n/2 share a code
+    z = torch.zeros(4, 2)
+    z[2:] = 2.0  # each pair's z differ by 2 (mean absolute difference)
+    fake = torch.zeros(4, 1, 2, 2)
+    fake[2], fake[3] = 0.2, 1.0  # image distances 0.2 and 1.0: ratios 0.1 and 0.5
+    assert mode_seeking_reward(fake, z, cap=1.0).item() == pytest.approx(0.3)
+    assert mode_seeking_reward(fake, z, cap=0.2).item() == pytest.approx(0.15)  # the second pair capped
+
+
+@pytest.mark.parametrize("arch, joint", LAYOUTS)
+def test_mode_seeking_trains_g_alone(arch, joint):
+    plain, seeking = run_step(1.0, True, arch, joint), run_step(1.0, True, arch, joint, seeking=5.0)
+    if arch != "upsample_sn":  # (spectral norm's power iteration moves on every trunk pass)
+        for part in ("trunk", "head", "q"):
+            assert same(plain[part], seeking[part]), part
+    assert not same(plain["g"], seeking["g"])
+
+
+def test_mode_seeking_makes_gs_images_differ_more_with_z():
+    def reward_after(seeking: float) -> float:
+        cfg = load_config([], ["train.batch_size=16", "model.arch=tconv"])
+        torch.manual_seed(0)
+        g, d = models.build(cfg.model)
+        opt = make_optimisers(g, d, cfg.train)
+        gen = torch.Generator().manual_seed(1)
+        for _ in range(3):
+            x, z = torch.rand(16, 1, 28, 28, generator=gen), torch.randn(16, 54, generator=gen)
+            c = pair_codes(torch.randint(10, (16,), generator=gen))
+            train_step(g, d, opt, x, z, c, 1.0, "non_saturating", False, joint_batch=True, seeking=seeking,
+                       seeking_cap=100.0)
+        z, c = torch.randn(64, 54, generator=gen), pair_codes(torch.randint(10, (64,), generator=gen))
+        with torch.no_grad():
+            return mode_seeking_reward(g(z, torch.nn.functional.one_hot(c, 10).float()), z, cap=100.0).item()
+
+    assert reward_after(100.0) > 1.5 * reward_after(0.0)

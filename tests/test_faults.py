@@ -128,39 +128,48 @@ def _stop(server: subprocess.Popen) -> None:
     server.wait(timeout=30)
 
 
+def _wait_for(path: Path, training: subprocess.Popen) -> None:
+    import time
+
+    deadline = time.monotonic() + 300
+    while not path.exists():
+        assert training.poll() is None and time.monotonic() < deadline, training.stdout.read()[-3000:]
+        time.sleep(0.1)
+
+
 def test_a_tracking_server_down_for_20_s_mid_run_loses_no_metric_point(home, mnist_cache):
+    """The server goes down after the first logged point; training logs two more into the outage
+    and is held there (pipeline.faults) until the server has been down for 20 s and is back."""
     import time
 
     port = free_port()
     uri = f"http://127.0.0.1:{port}"
     server = _start_server(home, port)
+    held = home / "held"
     env = subprocess_env(home)
-    env["MLFLOW_TRACKING_URI"] = uri
-    steps, every = 300, 5  # the whole training set, so the epoch outlasts the outage
+    env.update({"MLFLOW_TRACKING_URI": uri, faults.HOLD_ENV: "step_logged:1,step_logged:3",
+                faults.HOLD_FILE_ENV: str(held)})
     command = [sys.executable, "-m", "pipeline", "train", "-c", str(SMOKE), f"data.cache_dir={mnist_cache}",
-               "data.train_subset=null", "train.epochs=1", f"train.steps_per_epoch={steps}", f"train.log_every={every}",
                "tracking.system_metrics=false"]
     training = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        client = MlflowClient(uri)
-        deadline = time.monotonic() + 300
-        run_id = None
-        while run_id is None or not client.get_metric_history(run_id, "loss/d"):  # training has begun
-            assert training.poll() is None and time.monotonic() < deadline, training.stdout.read()[-3000:]
-            found = client.search_runs([client.get_experiment_by_name("smoke").experiment_id]) \
-                if client.get_experiment_by_name("smoke") else []
-            run_id = found[0].info.run_id if found else None
-            time.sleep(0.2)
+        _wait_for(held, training)  # step 2 logged
         _stop(server)
-        time.sleep(20)
+        down_since = time.monotonic()
+        held.unlink()
+        _wait_for(held, training)  # steps 4 and 6 logged while the server is down
+        time.sleep(max(0.0, 20 - (time.monotonic() - down_since)))
         assert training.poll() is None, "training stopped while the server was down"
         server = _start_server(home, port)
+        held.unlink()
         out, _ = training.communicate(timeout=600)
         assert training.returncode == 0, out[-3000:]
         assert "has not answered for 10 s" in out and "answers again" in out, out[-3000:]
-        assert client.get_run(run_id).info.status == "FINISHED"
-        steps_stored = sorted(m.step for m in client.get_metric_history(run_id, "loss/d"))
-        assert steps_stored == list(range(every, steps + 1, every)), out[-3000:]  # every point, once
+        client = MlflowClient(uri)
+        (run,) = client.search_runs([client.get_experiment_by_name("smoke").experiment_id])
+        assert run.info.status == "FINISHED"
+        steps_stored = sorted(m.step for m in client.get_metric_history(run.info.run_id, "loss/d"))
+        assert steps_stored == list(range(2, 17, 2)), out[-3000:]  # every point, once
     finally:
         if training.poll() is None:
             training.kill()

@@ -9,7 +9,7 @@ Besides the settings the config has (learning rates, code weight, batch handling
 tries three that the package does not ship, each off by default:
   --mode-seeking W   G also maximises W * min(|G(z1,c) - G(z2,c)| / |z1 - z2|, --cap): pairs of
                      the batch share a code and differ in z (Mao et al. 2019, "Mode seeking GANs");
-                     from step --mode-seeking-after on
+                     from step --mode-seeking-after on; --pair-noise S makes the pairs' z close
   --r1 GAMMA         D's loss adds GAMMA/2 * |grad_x D(x)|^2 on real batches (Mescheder et al. 2018)
   --batch split      D's first layers see real and fake batches apart, its last normalisation
                      both together (``joint``, ``separate``: as ``train.real_fake_batch``)
@@ -53,6 +53,8 @@ def options() -> argparse.Namespace:
     p.add_argument("--mode-seeking", type=float, default=0.0)
     p.add_argument("--cap", type=float, default=0.2)
     p.add_argument("--mode-seeking-after", type=int, default=0, help="steps before the mode-seeking term starts")
+    p.add_argument("--pair-noise", type=float, default=0.0,
+                   help="the pairs' second z is the first plus this times N(0, 1) noise (0 = drawn apart)")
     p.add_argument("--lr-decay-fraction", type=float, default=0.5)
     return p.parse_args()
 
@@ -91,6 +93,8 @@ class Probe:
         z, c = latents.sample(b, self.g.noise_dim, self.g.code_dim, self.rng, x.device)
         if seeking:
             c[b // 2:] = c[:b // 2]
+            if a.pair_noise:
+                z[b // 2:] = z[:b // 2] + a.pair_noise * torch.randn(z[:b // 2].shape, generator=self.rng)
         fake = self.g(z, latents.one_hot(c, self.g.code_dim))
         x = self.noisy(x).requires_grad_(a.r1 > 0)
         h_real, h_fake = self.trunk(x, self.noisy(fake.detach()))

@@ -193,7 +193,7 @@ class Loop:
         rng = torch.Generator(device=device).manual_seed(cfg.seed + 1)
         noise = latents.fixed_noise(N_STYLES, cfg.model.noise_dim, cfg.seed).to(device)
         g_ema = step.averaged(g, cfg.train.ema_decay) if cfg.train.ema_decay else None
-        return TrainState(g, d, opt, g_ema, rng, noise, step.Accumulator(step.step_metrics(cfg.model)),
+        return TrainState(g, d, opt, g_ema, rng, noise, step.Accumulator(step.step_metrics(cfg)),
                           to_yaml(cfg), self.tracker.run_id)
 
     def _resume(self, resume: dict) -> None:
@@ -231,10 +231,13 @@ class Loop:
         if self.decay_steps:
             step.set_lr_scale(s.opt, tcfg, step.lr_scale(s.step, self.total_steps, self.decay_steps))
         d_input = step.noisy(step.instance_noise_std(s.step, self.total_steps, tcfg.instance_noise), s.rng)
-        s.acc.add(step.train_step(s.g, s.d, s.opt, x, z, c, tcfg.code_weight, tcfg.g_loss,
-                                  tcfg.info_trains_d_trunk, tcfg.real_fake_batch == "joint", self.info_view,
-                                  lambda: hardware.autocast(self.precision, device), d_input,
-                                  u, tcfg.continuous_weight, seeking, tcfg.mode_seeking_cap))
+        stats = step.train_step(s.g, s.d, s.opt, x, z, c, tcfg.code_weight, tcfg.g_loss,
+                                tcfg.info_trains_d_trunk, tcfg.real_fake_batch == "joint", self.info_view,
+                                lambda: hardware.autocast(self.precision, device), d_input,
+                                u, tcfg.continuous_weight, seeking, tcfg.mode_seeking_cap)
+        if tcfg.mode_seeking and not seeking:  # its curve reads 0 until the term starts
+            stats[names.MODE_SEEKING] = torch.zeros((), device=device)
+        s.acc.add(stats)
         if s.g_ema is not None:
             s.g_ema.update_parameters(s.g)
         s.step += 1

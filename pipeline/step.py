@@ -186,7 +186,8 @@ def train_step(g: models.Generator, d: models.Discriminator, opt: Optimisers, x:
     stats = d_step(d, opt, batch, code_weight, continuous_weight, info_trains_d_trunk, info_view, precision)
     stats.update(g_step(g, d, opt, batch, code_weight, continuous_weight, g_loss_kind, precision,
                         seeking, seeking_cap))
-    return {key: stats[key] for key in (*names.STEP_METRICS, names.LOSS_INFO_CONT) if key in stats}
+    return {key: stats[key] for key in (*names.STEP_METRICS, names.LOSS_INFO_CONT, names.MODE_SEEKING)
+            if key in stats}
 
 
 def d_step(d: models.Discriminator, opt: Optimisers, batch: Batch, code_weight: float, continuous_weight: float,
@@ -244,7 +245,8 @@ def g_step(g: models.Generator, d: models.Discriminator, opt: Optimisers, batch:
             info_g = loss_info + continuous_weight * loss_info_cont
         total = loss_g + code_weight * info_g
         if seeking > 0:
-            total = total - seeking * mode_seeking_reward(batch.plain_fake.float(), batch.z, seeking_cap)
+            reward = mode_seeking_reward(batch.plain_fake.float(), batch.z, seeking_cap)
+            total = total - seeking * reward
         opt.g.zero_grad(set_to_none=True)
         total.backward()
         # How much G is told to change: where the saturating loss's gradient vanishes, this shows it.
@@ -255,12 +257,15 @@ def g_step(g: models.Generator, d: models.Discriminator, opt: Optimisers, batch:
              names.GRAD_G_NORM: g_norm.detach()}
     if batch.u is not None:
         stats[names.LOSS_INFO_CONT] = loss_info_cont.detach()
+    if seeking > 0:
+        stats[names.MODE_SEEKING] = reward.detach()
     return stats
 
 
-def step_metrics(model_cfg) -> tuple[str, ...]:
-    """The names of the scalars ``train_step`` returns for this model, in logging order."""
-    return names.STEP_METRICS + ((names.LOSS_INFO_CONT,) if model_cfg.continuous_codes else ())
+def step_metrics(cfg) -> tuple[str, ...]:
+    """The names of the scalars a training step logs under this config, in logging order."""
+    return (names.STEP_METRICS + ((names.LOSS_INFO_CONT,) if cfg.model.continuous_codes else ())
+            + ((names.MODE_SEEKING,) if cfg.train.mode_seeking else ()))
 
 
 class Accumulator:

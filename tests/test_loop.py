@@ -136,6 +136,9 @@ def test_mode_seeking_starts_after_its_epochs_on_pairs_that_share_a_code(tmp_pat
     real_step = loop.step.train_step
     monkeypatch.setattr(loop.step, "train_step", recording_step)
     cfg = toy_config(epochs=1, extra=("train.mode_seeking=3", "train.mode_seeking_after_epochs=0.4"))  # from step 2 of 5
-    loop.fit(cfg, Recorder(), tmp_path / "last.pt", log=lambda m: None, arrays=toy_arrays(), nets=(ToyG(), ToyD()))
+    tracker = Recorder()
+    loop.fit(cfg, tracker, tmp_path / "last.pt", log=lambda m: None, arrays=toy_arrays(), nets=(ToyG(), ToyD()))
     assert [seeking for _, seeking in seen] == [0.0, 0.0, 3.0, 3.0, 3.0]
     assert all(c[0] == c[1] for c, seeking in seen if seeking)
+    curve = [(step, m[names.MODE_SEEKING]) for step, m in tracker.metrics if names.MODE_SEEKING in m]
+    assert [step for step, _ in curve] == [2, 4] and curve[0][1] == 0.0 and curve[1][1] > 0  # steps 0-1, 2-3

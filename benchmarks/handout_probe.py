@@ -6,10 +6,11 @@ beside D's losses and probabilities. One thread per probe, so two run side by si
     .venv/bin/python benchmarks/handout_probe.py [--arch tconv] [--steps 702] [VARIANT OPTIONS]
 
 Besides the settings the config has (learning rates, code weight, batch handling, Q's view), it
-tries three that the package does not ship, each off by default:
+tries these, each off by default:
   --mode-seeking W   G also maximises W * min(|G(z1,c) - G(z2,c)| / |z1 - z2|, --cap): pairs of
                      the batch share a code and differ in z (Mao et al. 2019, "Mode seeking GANs");
-                     from step --mode-seeking-after on; --pair-noise S makes the pairs' z close
+                     from step --mode-seeking-after on (the package's train.mode_seeking);
+                     --pair-noise S makes the pairs' z close, which the package does not do
   --r1 GAMMA         D's loss adds GAMMA/2 * |grad_x D(x)|^2 on real batches (Mescheder et al. 2018)
   --batch split      D's first layers see real and fake batches apart, its last normalisation
                      both together (``joint``, ``separate``: as ``train.real_fake_batch``)
@@ -73,6 +74,7 @@ class Probe:
         self.rng = torch.Generator().manual_seed(a.seed)
         self.view = None if a.no_info_augment else step.q_view(torch.Generator().manual_seed(a.seed + 1))
         self.batch = a.batch if self.d.batch_norm else "separate"
+        self.real_spread = measure.real_style_spread(self.tensors)
         add_noise = step.noisy(a.instance_noise, self.rng)
         self.noisy = add_noise or (lambda images: images)
 
@@ -92,7 +94,7 @@ class Probe:
         seeking = a.mode_seeking if s >= a.mode_seeking_after else 0.0
         z, c = latents.sample(b, self.g.noise_dim, self.g.code_dim, self.rng, x.device)
         if seeking:
-            c[b // 2:] = c[:b // 2]
+            c = step.pair_codes(c)
             if a.pair_noise:
                 z[b // 2:] = z[:b // 2] + a.pair_noise * torch.randn(z[:b // 2].shape, generator=self.rng)
         fake = self.g(z, latents.one_hot(c, self.g.code_dim))
@@ -120,9 +122,7 @@ class Probe:
             loss_g = F.binary_cross_entropy_with_logits(d_after, torch.ones_like(d_after))
             total = loss_g + a.code_weight * loss_info
             if seeking:
-                images = (fake[:b // 2] - fake[b // 2:]).abs().flatten(1).mean(1)
-                ratio = images / (z[:b // 2] - z[b // 2:]).abs().mean(1)
-                total = total - seeking * ratio.clamp(max=a.cap).mean()
+                total = total - seeking * step.mode_seeking_reward(fake, z, a.cap)
             self.opt.g.zero_grad(set_to_none=True)
             total.backward()
             self.opt.g.step()
@@ -134,7 +134,7 @@ class Probe:
         g = self.average.module
         g.eval(), self.d.eval()
         m = measure.measure(g, self.d, self.classifier, self.tensors, samples_per_code=200, n_demos=100,
-                            seed=7, q_test_images=2000)
+                            seed=7, q_test_images=2000, real_spread=self.real_spread)
         g.train(), self.d.train()
         return {"gen": m.gen_accuracy, "q": m.q_accuracy, "demo_min": int(m.demo_scores.min()),
                 "demos_10": int((m.demo_scores == 10).sum()), "style_spread": m.style_spread}

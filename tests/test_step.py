@@ -7,7 +7,7 @@ import torch
 from torch.testing import assert_close
 
 from conftest import recording_optimisers, same
-from pipeline import augment, models
+from pipeline import augment, latents, models
 from pipeline.config import load_config
 from pipeline.step import (INFO_AUGMENT, averaged, lr_scale, make_optimisers, mode_seeking_reward,
                             pair_codes, q_view, set_lr_scale, train_step)
@@ -186,6 +186,6 @@ def test_mode_seeking_makes_gs_images_differ_more_with_z():
                        seeking_cap=100.0)
         z, c = torch.randn(64, 54, generator=gen), pair_codes(torch.randint(10, (64,), generator=gen))
         with torch.no_grad():
-            return mode_seeking_reward(g(z, torch.nn.functional.one_hot(c, 10).float()), z, cap=100.0).item()
+            return mode_seeking_reward(g(z, latents.one_hot(c, g.code_dim)), z, cap=100.0).item()
 
     assert reward_after(100.0) > 1.5 * reward_after(0.0)

@@ -57,7 +57,8 @@ def store_template(tmp_path_factory, mnist_cache) -> Path:
 @contextlib.contextmanager
 def own_store(folder: Path, store_template: Path):
     """``folder`` as INFOGAN_HOME with its own copy of the session's store, and this process's
-    tracking store, until the block ends (for module-scoped fixtures; tests use ``home``)."""
+    tracking store, until the block ends, then removes ``folder`` (for module-scoped fixtures;
+    tests use ``home``)."""
     from pipeline import tracking
 
     shutil.copyfile(store_template, folder / "mlflow.db")
@@ -67,6 +68,7 @@ def own_store(folder: Path, store_template: Path):
         patch.delenv("MLFLOW_RUN_ID", raising=False)
         tracking.configure()
         yield folder
+    shutil.rmtree(folder, ignore_errors=True)  # its runs' checkpoints and models: hundreds of MB
 
 
 @pytest.fixture

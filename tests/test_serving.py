@@ -33,7 +33,7 @@ def trained(tmp_path_factory, mnist_cache, store_template):
     with own_store(tmp_path_factory.mktemp("served"), store_template) as home:
         cfg = load_config([SMOKE], [f"data.cache_dir={mnist_cache}", "tracking.log_model=true"])
         run_id = train.stage(cfg, log=lambda m: None)
-    return home, run_id
+        yield home, run_id
 
 
 @pytest.fixture

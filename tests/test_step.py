@@ -1,5 +1,6 @@
 """One training step: which parameters each loss trains, Q's augmented view, D's instance noise,
 the mode-seeking term, the learning-rate schedule and the moving average of G."""
+import copy
 import math
 
 import pytest
@@ -111,6 +112,46 @@ def test_lr_decay_is_constant_then_linear_to_almost_zero_and_a_function_of_the_s
     opt = make_optimisers(g, d, cfg.train)
     set_lr_scale(opt, cfg.train, 0.5)
     assert [o.param_groups[0]["lr"] for o in (opt.d, opt.q, opt.g)] == pytest.approx([5e-4, 2e-3, 1e-3])
+
+
+def test_adam_is_fused_on_cpu_and_a_checkpoint_resumes_under_either_kernel():
+    """The fused kernel makes the same update as PyTorch's default one; a checkpoint written under
+    one loads under the other and keeps the loading machine's kernel."""
+    cfg = load_config([], ["train.batch_size=8"])
+    x, z, c = torch.rand(8, 1, 28, 28), torch.randn(8, 54), torch.randint(10, (8,))
+    torch.manual_seed(0)
+    g, d = models.build(cfg.model)
+    opt = make_optimisers(g, d, cfg.train)
+    groups = [group for o in (opt.d, opt.q, opt.g) for group in o.param_groups]
+    assert all(group["fused"] for group in groups)
+    train_step(g, d, opt, x, z, c, 1.0, "non_saturating", True, joint_batch=False)
+
+    # the same update: one more G step from the same state and gradients, fused and not
+    state, params = copy.deepcopy(opt.g.state_dict()), [p.detach().clone() for p in g.parameters()]
+    grads = [torch.randn_like(p) for p in params]
+    after = {}
+    for fused in (True, None):
+        with torch.no_grad():
+            for p, saved, grad in zip(g.parameters(), params, grads):
+                p.copy_(saved)
+                p.grad = grad.clone()
+        opt.g.load_state_dict(copy.deepcopy(state))
+        opt.g.param_groups[0]["fused"] = fused
+        opt.g.step()
+        after[fused] = [p.detach().clone() for p in g.parameters()]
+    for fused_p, plain_p in zip(after[True], after[None]):
+        assert_close(fused_p, plain_p, rtol=1e-5, atol=1e-7)
+
+    # a fused checkpoint loads into optimisers that may not fuse, and the reverse
+    saved = opt.state_dict()
+    for o in (opt.d, opt.q, opt.g):
+        o.param_groups[0]["fused"] = None
+    opt.load_state_dict(saved)
+    assert all(o.param_groups[0]["fused"] is None for o in (opt.d, opt.q, opt.g))
+    train_step(g, d, opt, x, z, c, 1.0, "non_saturating", True, joint_batch=False)
+    fresh = make_optimisers(g, d, cfg.train)
+    fresh.load_state_dict(opt.state_dict())
+    assert all(group["fused"] for o in (fresh.d, fresh.q, fresh.g) for group in o.param_groups)
 
 
 def test_g_average_follows_the_warm_up_then_the_decay_and_averages_batch_norm_statistics():

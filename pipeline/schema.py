@@ -35,7 +35,7 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: int = 8
+    epochs: int = 5
     batch_size: int = 128
     lr_d: float = 2e-4
     lr_g: float = 1e-3

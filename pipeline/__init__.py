@@ -5,9 +5,26 @@ import os
 # a different code path depending on how a buffer happens to be aligned, and a GAN amplifies
 # the last-bit difference within a few steps. Set before torch loads MKL; a user's value wins.
 os.environ.setdefault("MKL_CBWR", "AUTO")
-# Two processes that each keep 2 OpenMP threads spinning on a 2-core machine thrash: beside a
-# second busy process the step kept 22-25% of its speed with libgomp's default (spin, then
-# sleep) and 62-66% with its threads sleeping as soon as they wait, at a cost of about 10% when
-# alone (benchmarks/train_speed.py --beside; docs/results.md). Read when torch loads OpenMP, so
-# set before any torch import; a user's value wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+def _cpu_has_bf16_units() -> bool:
+    """AMX or AVX512-BF16 in Linux's CPU flags, read without importing torch."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line for line in f if line.startswith("flags")), "").split()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+# OpenMP's wait policy, read when torch loads OpenMP, so set before any torch import; a user's
+# value wins. Measured on 2-core VMs (benchmarks/train_speed.py --beside; docs/results.md):
+# - fp32 (a CPU without bf16 units, where train.precision=auto is fp32): threads that sleep as
+#   soon as they wait kept 62-66% of the step's speed beside a second busy process, against
+#   22-25% with libgomp's default (spin a while, then sleep), at about 10% when alone.
+# - bf16 (a CPU with AMX): sleeping threads cost the step a fifth of its speed alone (750 against
+#   950 img/s), and beside a second 2-thread run the bf16 step collapsed under either policy
+#   (3-4% kept with sleeping threads, 2-20% with libgomp's default), so libgomp's default is kept
+#   there. What holds beside another run is one thread each (train.threads=1: 95-101% kept).
+if not _cpu_has_bf16_units():
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")

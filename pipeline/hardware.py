@@ -38,7 +38,7 @@ def bf16_is_fast(device: torch.device) -> bool:
     """Whether bf16 matrix work runs in hardware here: a CUDA GPU with bf16 support, or a CPU
     with AMX or AVX512-BF16. Without them a CPU emulates bf16 (measured on an AVX-512 CPU
     without either: the step ran about 25x slower than in fp32; on one with AVX512-BF16, 1.5x
-    faster; docs/results.md)."""
+    faster; on one with AMX, 1.6-1.9x; docs/results.md)."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     if device.type != "cpu":

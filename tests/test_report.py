@@ -1,7 +1,6 @@
 """The report stage: built from two logged smoke runs, deterministic, and refusing incomplete input."""
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pytest

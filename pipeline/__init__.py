@@ -1,21 +1,12 @@
 """infogan-pipeline: InfoGAN on MNIST, staged, tracked in MLflow."""
 import os
 
+from .cpuinfo import BF16_FLAGS, cpu_flags
+
 # Same seed and config, same losses: without conditional numerical reproducibility MKL may take
 # a different code path depending on how a buffer happens to be aligned, and a GAN amplifies
 # the last-bit difference within a few steps. Set before torch loads MKL; a user's value wins.
 os.environ.setdefault("MKL_CBWR", "AUTO")
-
-
-def _cpu_has_bf16_units() -> bool:
-    """AMX or AVX512-BF16 in Linux's CPU flags, read without importing torch."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((line for line in f if line.startswith("flags")), "").split()
-    except OSError:
-        return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags
-
 
 # OpenMP's wait policy, read when torch loads OpenMP, so set before any torch import; a user's
 # value wins. Measured on 2-core VMs (benchmarks/train_speed.py --beside; docs/results.md):
@@ -26,5 +17,5 @@ def _cpu_has_bf16_units() -> bool:
 #   950 img/s), and beside a second 2-thread run the bf16 step collapsed under either policy
 #   (3-4% kept with sleeping threads, 2-20% with libgomp's default), so libgomp's default is kept
 #   there. What holds beside another run is one thread each (train.threads=1: 95-101% kept).
-if not _cpu_has_bf16_units():
+if not BF16_FLAGS & cpu_flags():
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-from pathlib import Path
 from typing import ContextManager
 
 import torch
 
 from .config import ConfigError
+from .cpuinfo import BF16_FLAGS, cpu_flags
 
 
 def pick_device(name: str) -> torch.device:
@@ -24,16 +24,6 @@ def set_threads(threads: int) -> None:
     torch.set_num_threads(threads or os.cpu_count() or 1)
 
 
-def cpu_flags() -> set[str]:
-    """The CPU's feature flags as Linux lists them (empty where /proc/cpuinfo is absent)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return set()
-    line = next((ln for ln in text.splitlines() if ln.startswith("flags")), "")
-    return set(line.partition(":")[2].split())
-
-
 def bf16_is_fast(device: torch.device) -> bool:
     """Whether bf16 matrix work runs in hardware here: a CUDA GPU with bf16 support, or a CPU
     with AMX or AVX512-BF16. Without them a CPU emulates bf16 (measured on an AVX-512 CPU
@@ -46,7 +36,7 @@ def bf16_is_fast(device: torch.device) -> bool:
     checks = [getattr(torch.cpu, name, None) for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported")]
     if all(check is not None for check in checks):
         return any(check() for check in checks)
-    return bool({"amx_bf16", "avx512_bf16"} & cpu_flags())
+    return bool(BF16_FLAGS & cpu_flags())
 
 
 def resolve_precision(name: str, device: torch.device) -> str:

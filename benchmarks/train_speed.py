@@ -9,8 +9,9 @@ are printed (the machine is shared; neighbours move absolute numbers).
 Variants: ``textbook`` (a fresh D forward in the G step with D's weight gradients, fp32, as
 public InfoGAN code trains, with OpenMP as the environment leaves it, not as ``pipeline`` sets
 it); ``default`` (the project's step as ``infogan train`` runs it: Q's augmented view, G's
-average, fused Adam, ``train.precision=auto``); ``fp32``/``bf16`` (the default step at that
-precision); ``channels_last``; ``compile`` (``torch.compile`` of G and D; its compile time is
+average, fused Adam, ``train.precision=auto``, and the share of the cores that
+``train.threads=0`` gives a CPU run: it gives up threads to another busy process); ``fp32``/``bf16``
+(the default step at that precision, on one thread per core whatever else runs); ``channels_last``; ``compile`` (``torch.compile`` of G and D; its compile time is
 printed apart, to weigh against a whole run); ``foreach_adam`` (PyTorch's default Adam kernels in
 place of the fused one); ``b256`` (batch 256);
 ``1thread``; ``omp_spin``/``omp_passive``/``omp_default``/``omp_short_spin`` (OpenMP's threads
@@ -106,6 +107,7 @@ def worker(arch: str, variant: str, seconds: float, batch_size: int) -> dict:
             train_step(gs, ds, opt, x, z, c, 1.0, "non_saturating", True, joint_batch=joint, info_view=info_view,
                        precision=lambda: hardware.autocast(precision, cpu))
             g_ema.update_parameters(g)
+    share = hardware.ThreadShare(torch.get_num_threads()) if variant == "default" else None
     start = time.perf_counter()
     for _ in range(3):
         step()
@@ -113,8 +115,11 @@ def worker(arch: str, variant: str, seconds: float, batch_size: int) -> dict:
     start, n = time.perf_counter(), 0
     while time.perf_counter() - start < seconds:
         step()
+        if share is not None:
+            share.tick()
         n += 1
-    return {"img_per_s": n * bsz / (time.perf_counter() - start), "warm_up_s": warm_up}
+    return {"img_per_s": n * bsz / (time.perf_counter() - start), "warm_up_s": warm_up,
+            "threads": torch.get_num_threads()}
 
 
 def measure(arch: str, variant: str, seconds: float, batch_size: int, beside: bool) -> list[dict]:

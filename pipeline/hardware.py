@@ -1,10 +1,12 @@
-"""How torch runs on this machine: the device, its threads, and the precision of the training
-step (bf16 autocast where the hardware makes it fast, fp32 elsewhere)."""
+"""How torch runs on this machine: the device, its threads (a share of the cores that other busy
+processes leave free), and the precision of the training step (bf16 autocast where the hardware
+makes it fast, fp32 elsewhere)."""
 from __future__ import annotations
 
 import contextlib
 import os
-from typing import ContextManager
+import time
+from typing import Callable, ContextManager, Optional
 
 import torch
 
@@ -22,6 +24,87 @@ def pick_device(name: str) -> torch.device:
 
 def set_threads(threads: int) -> None:
     torch.set_num_threads(threads or os.cpu_count() or 1)
+
+
+def busy_cpu_seconds() -> Optional[float]:
+    """CPU seconds every process on this machine has run since boot (Linux's /proc/stat: user,
+    nice, system, irq and softirq time of all cores); None where that file cannot be read."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()
+    except OSError:
+        return None
+    if not fields or fields[0] != "cpu" or len(fields) < 8:
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq = (int(v) for v in fields[1:8])
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+
+
+class ThreadShare:
+    """Keeps a CPU run's torch threads to the cores other busy processes leave free.
+
+    Two runs that each keep one thread per core on the same cores thrash: their OpenMP threads
+    wait on each other's time slices, and a bf16 run kept 2-20% of its speed beside a second one
+    (docs/results.md). Every ``interval_s`` of wall time, :meth:`tick` reads how many cores the
+    rest of the machine kept busy (all processes' CPU time less this one's, over the wall time)
+    and moves the thread count to the cores left, at least 1; it moves only when that differs
+    from the present count by more than ``SLACK`` of a core, so a neighbour near half a core does
+    not make it flap. Two runs that both do this settle at one thread each on 2 cores, and a
+    run alone goes back to every core once the other ends."""
+
+    SLACK = 0.6
+    INTERVAL_S = 2.0
+
+    def __init__(self, cores: int, interval_s: Optional[float] = None,
+                 busy: Optional[Callable[[], Optional[float]]] = None,
+                 own: Callable[[], float] = time.process_time,
+                 clock: Callable[[], float] = time.monotonic,
+                 apply: Optional[Callable[[int], None]] = None):
+        self.cores = cores
+        self.interval_s = self.INTERVAL_S if interval_s is None else interval_s
+        self._busy, self._own, self._clock = busy or busy_cpu_seconds, own, clock
+        self._apply = apply or torch.set_num_threads
+        self.threads = cores
+        self.busy_elsewhere = 0.0  # cores the other processes kept busy, at the last reading
+        self._last = self._reading()
+
+    @classmethod
+    def for_run(cls, threads: int, device: torch.device) -> Optional["ThreadShare"]:
+        """The share a run on ``train.threads`` gets: one on a CPU with 0 (auto), else None."""
+        return cls(torch.get_num_threads()) if device.type == "cpu" and not threads else None
+
+    def line(self) -> str:
+        """What a run prints when its thread count changes."""
+        return (f"\nother processes keep {self.busy_elsewhere:.1f} of {self.cores} cores busy: "
+                f"training goes on with {self.threads} thread(s)")
+
+    def _reading(self) -> Optional[tuple[float, float, float]]:
+        busy = self._busy()
+        return None if busy is None else (self._clock(), busy, self._own())
+
+    def others(self, before: tuple[float, float, float], now: tuple[float, float, float]) -> float:
+        """Cores the other processes kept busy between two readings."""
+        wall = now[0] - before[0]
+        return max(0.0, ((now[1] - before[1]) - (now[2] - before[2])) / wall)
+
+    def tick(self) -> Optional[int]:
+        """Called after every training step; returns the new thread count when it changed."""
+        if self._last is None or self._clock() - self._last[0] < self.interval_s:
+            return None
+        now = self._reading()
+        if now is None:
+            return None
+        self.busy_elsewhere = self.others(self._last, now)
+        free = self.cores - self.busy_elsewhere
+        self._last = now
+        if abs(free - self.threads) <= self.SLACK:
+            return None
+        threads = max(1, min(self.cores, int(free + 0.5)))
+        if threads == self.threads:
+            return None
+        self.threads = threads
+        self._apply(threads)
+        return threads
 
 
 def bf16_is_fast(device: torch.device) -> bool:

@@ -23,7 +23,7 @@ import torch
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from . import checkpoint, faults, hardware, latents, models, names, step
+from . import checkpoint, faults, hardware, latents, measure, models, names, step
 from .config import from_yaml, to_yaml
 from .data import as_tensors, prepare
 from .figures import sample_grid, traversal_grid
@@ -160,6 +160,7 @@ class Loop:
         self.cfg, self.tracker, self.ckpt_path, self.log, self.evaluator = cfg, tracker, ckpt_path, log, evaluator
         hardware.set_threads(tcfg.threads)
         self.device = hardware.pick_device(tcfg.device)
+        self.share = hardware.ThreadShare.for_run(tcfg.threads, self.device)
         self.precision = hardware.resolve_precision(tcfg.precision, self.device)
         self.state = self._new_state(nets)
         log(f"training on {self.device.type} in {self.precision} "
@@ -244,6 +245,8 @@ class Loop:
         s.it += 1
         self.interval_images += bsz
         self.bar.update(1)
+        if self.share is not None and self.share.tick():
+            self.log(self.share.line())
 
     def log_interval(self) -> None:
         s = self.state
@@ -256,6 +259,7 @@ class Loop:
         elapsed = time.perf_counter() - self.interval_start
         s.train_seconds += elapsed
         last[names.PERF_IMG_PER_S] = self.interval_images / max(elapsed, 1e-9)
+        last[names.PERF_THREADS] = float(torch.get_num_threads())
         if s.step > self.logged.through:
             self.tracker.log_metrics(last, step=s.step)
         faults.point("step_logged")
@@ -287,7 +291,7 @@ class Loop:
             self.tracker.log_metrics({**(measured or {}), names.PERF_TRAIN_SECONDS: s.train_seconds,
                                       names.PERF_EPOCH: float(s.epoch)}, step=s.step)
         if measured is not None:
-            self.log(evaluation_line(s.epoch, measured, self.cfg.model.continuous_codes))
+            self.log(measure.evaluation_line(s.epoch, measured, self.cfg.model.continuous_codes))
         if not self.tracker.flush(timeout=EPOCH_END_WAIT_S):  # the store is down: do not stall training
             self.log(f"{self.tracker.waiting()} metric points wait for the tracking store; training goes on "
                      f"and the checkpoint is written locally")
@@ -316,15 +320,6 @@ class Loop:
         checkpoint.save(self.ckpt_path, self.state.state_dict())
         self.log(f"\ninterrupted at step {self.state.step}; checkpoint saved to {self.ckpt_path}. "
                  f"Continue with: infogan train --resume {self.tracker.run_id}")
-
-
-def evaluation_line(epoch: int, measured: dict[str, float], continuous_codes: int) -> str:
-    """The one line an epoch's evaluation prints."""
-    return (f"epoch {epoch} evaluation: generated accuracy {measured[names.GEN_ACCURACY]:.3f}, "
-            f"Q accuracy {measured[names.Q_ACCURACY]:.3f}, demo min {measured[names.DEMO_SCORE_MIN]:.0f}/10"
-            + (f", FLD {measured[names.FLD]:.1f}" if names.FLD in measured else "")
-            + "".join(f", c{k} ~ slant {measured[names.continuous_effect(k, 'slant')]:+.2f} / width "
-                      f"{measured[names.continuous_effect(k, 'width')]:+.2f}" for k in range(1, continuous_codes + 1)))
 
 
 class sigterm_stops:

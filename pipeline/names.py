@@ -21,6 +21,7 @@ CURVE_METRICS = STEP_METRICS[:-1]
 
 PERF_IMG_PER_S = "perf/img_per_s"
 PERF_TRAIN_SECONDS = "perf/train_seconds"  # training time so far, evaluation excluded
+PERF_THREADS = "perf/threads"  # torch threads at the logging point (a CPU run gives up cores other processes use)
 PERF_EPOCH = "perf/epoch"  # logged once an epoch's end (evaluation, grid) is done
 
 # --- evaluation metrics (in training at the step, and by the evaluate stage) --------------------

@@ -87,7 +87,8 @@ class TrainConfig:
     # evaluation stay fp32): auto = bf16 where the hardware runs it (a CUDA GPU with bf16, a CPU
     # with AMX or AVX512-BF16), fp32 elsewhere | fp32 | bf16.
     precision: str = "auto"
-    # torch intra-op threads; 0 = one per CPU core.
+    # torch intra-op threads; 0 = one per CPU core, fewer while other processes keep cores busy
+    # (hardware.ThreadShare); N = exactly N.
     threads: int = 0
 
 

@@ -1,13 +1,14 @@
 """The training loop on toy networks (one linear layer each) and ten random images, with a tracker
 that only records: what it logs and when, its checkpoints, and resuming step for step."""
 import inspect
+import time
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from pipeline import checkpoint, loop, names
+from pipeline import checkpoint, hardware, loop, names
 from pipeline.config import load_config
 from pipeline.tracking import NullTracker
 
@@ -77,12 +78,12 @@ def test_fit_logs_the_step_metrics_every_log_every_steps_and_the_epoch_end(tmp_p
     assert result.step == 2 * STEPS_PER_EPOCH
     step_points = [step for step, m in tracker.metrics if names.LOSS_D in m]
     assert step_points == [2, 4, 6, 8, 10]
-    assert set(tracker.metrics[0][1]) == {*names.STEP_METRICS, names.PERF_IMG_PER_S}
+    assert set(tracker.metrics[0][1]) == {*names.STEP_METRICS, names.PERF_IMG_PER_S, names.PERF_THREADS}
     epoch_ends = [(step, m[names.PERF_EPOCH]) for step, m in tracker.metrics if names.PERF_EPOCH in m]
     assert epoch_ends == [(5, 1.0), (10, 2.0)]
     assert [(key, step) for key, step, _ in tracker.images] == [(names.SAMPLES, 5), (names.SAMPLES, 10)]
     assert tracker.images[0][2] == (10 * 30 + 2, 10 * 30 + 2, 3)  # ten codes x ten styles, 2-px padding
-    assert set(result.metrics) == {*names.STEP_METRICS, names.PERF_IMG_PER_S}
+    assert set(result.metrics) == {*names.STEP_METRICS, names.PERF_IMG_PER_S, names.PERF_THREADS}
     assert result.g is not None and result.noise.shape == (10, 4)
 
 
@@ -142,3 +143,35 @@ def test_mode_seeking_starts_after_its_epochs_on_pairs_that_share_a_code(tmp_pat
     assert all(c[0] == c[1] for c, seeking in seen if seeking)
     curve = [(step, m[names.MODE_SEEKING]) for step, m in tracker.metrics if names.MODE_SEEKING in m]
     assert [step for step, _ in curve] == [2, 4] and curve[0][1] == 0.0 and curve[1][1] > 0  # steps 0-1, 2-3
+
+
+def test_a_cpu_run_on_auto_threads_gives_up_a_core_to_another_busy_process_and_logs_it(tmp_path, monkeypatch):
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    monkeypatch.setattr(hardware.ThreadShare, "INTERVAL_S", 0.0)
+    # Every reading finds the rest of the machine 10 cores busier than this process.
+    monkeypatch.setattr(hardware, "busy_cpu_seconds", lambda: time.process_time() + 10.0 * time.monotonic())
+    monkeypatch.setattr(hardware.os, "cpu_count", lambda: 2)
+    said: list[str] = []
+    tracker = Recorder()
+    try:
+        loop.fit(toy_config(extra=("train.threads=0",)), tracker, tmp_path / "last.pt", log=said.append,
+                 arrays=toy_arrays(), nets=(ToyG(), ToyD()))
+        threads = [m[names.PERF_THREADS] for _, m in tracker.metrics if names.PERF_THREADS in m]
+        assert threads[-1] == 1.0 and torch.get_num_threads() == 1
+        assert any("cores busy: training goes on with 1 thread(s)" in line for line in said), said
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_a_run_with_a_set_thread_count_keeps_it_whatever_else_runs(tmp_path, monkeypatch):
+    before = torch.get_num_threads()
+    monkeypatch.setattr(hardware.ThreadShare, "INTERVAL_S", 0.0)
+    monkeypatch.setattr(hardware, "busy_cpu_seconds", lambda: time.process_time() + 10.0 * time.monotonic())
+    tracker = Recorder()
+    try:
+        loop.fit(toy_config(extra=("train.threads=2",)), tracker, tmp_path / "last.pt", log=lambda m: None,
+                 arrays=toy_arrays(), nets=(ToyG(), ToyD()))
+        assert {m[names.PERF_THREADS] for _, m in tracker.metrics if names.PERF_THREADS in m} == {2.0}
+    finally:
+        torch.set_num_threads(before)

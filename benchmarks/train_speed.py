@@ -61,7 +61,7 @@ def worker(arch: str, variant: str, seconds: float, batch_size: int) -> dict:
 
     from pipeline import hardware, latents, losses, models
     from pipeline.config import load_config
-    from pipeline.step import averaged, make_optimisers, q_view, train_step
+    from pipeline.step import averaged, joint_share, make_optimisers, q_view, train_step
 
     bsz = 256 if variant == "b256" else batch_size
     if variant == "1thread":
@@ -99,7 +99,7 @@ def worker(arch: str, variant: str, seconds: float, batch_size: int) -> dict:
                     group["fused"], group["foreach"] = None, None
         g_ema = averaged(g, 0.999)
         info_view = q_view(rng)
-        joint = cfg.train.real_fake_batch == "joint" or arch == "tconv"
+        joint = 1.0 if arch == "tconv" else joint_share(cfg.train)
         gs, ds = (torch.compile(g), torch.compile(d)) if variant == "compile" else (g, d)
 
         def step():

@@ -19,7 +19,7 @@ from .schema import Config
 
 # Allowed values of the keys that are not registries (``model.arch`` and ``train.g_loss`` are
 # checked against ``models.ARCHITECTURES`` and ``losses.G_LOSSES``, which build them).
-REAL_FAKE_BATCH = ("separate", "joint")
+REAL_FAKE_BATCH = ("separate", "joint", "both")
 CHECKPOINT_KEEP = ("last", "none")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -191,6 +191,9 @@ def _check_ranges(check: _Checker, cfg: DictConfig) -> None:
         check.fail("train.mode_seeking_cap", "must be > 0 (the largest image distance per unit of z distance "
                    "that is rewarded)")
     check.at_least("train.threads", 0)
+    if not 0.0 < cfg.train.joint_weight < 1.0:
+        check.fail("train.joint_weight", "must be between 0 and 1, both excluded (real_fake_batch=separate "
+                   "and joint are its two ends)")
     if not 0.0 <= cfg.train.lr_decay_fraction <= 1.0:
         check.fail("train.lr_decay_fraction", "must be in [0, 1] (a fraction of the run)")
     for key in ("train.lr_d", "train.lr_g", "train.lr_q"):

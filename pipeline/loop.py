@@ -233,7 +233,7 @@ class Loop:
             step.set_lr_scale(s.opt, tcfg, step.lr_scale(s.step, self.total_steps, self.decay_steps))
         d_input = step.noisy(step.instance_noise_std(s.step, self.total_steps, tcfg.instance_noise), s.rng)
         stats = step.train_step(s.g, s.d, s.opt, x, z, c, tcfg.code_weight, tcfg.g_loss,
-                                tcfg.info_trains_d_trunk, tcfg.real_fake_batch == "joint", self.info_view,
+                                tcfg.info_trains_d_trunk, step.joint_share(tcfg), self.info_view,
                                 lambda: hardware.autocast(self.precision, device), d_input,
                                 u, tcfg.continuous_weight, seeking, tcfg.mode_seeking_cap)
         if tcfg.mode_seeking and not seeking:  # its curve reads 0 until the term starts

@@ -67,9 +67,12 @@ class TrainConfig:
     # every image D sees, real and fake, falling linearly to 0 by the end of training. D then
     # cannot win on pixel detail that G cannot draw yet (the handout's G draws 4x4 blocks). 0 = off.
     instance_noise: float = 0.0
-    # How D's batch norm sees real and fake batches: separate (as the InfoGAN code) | joint (one
-    # batch; the handout's tconv network needs it). No effect without batch norm in D.
+    # How D's batch norm sees real and fake batches: separate (as the InfoGAN code: D judges a
+    # batch of fakes against a batch of reals) | joint (one batch: D judges each image alone) |
+    # both (D's and G's adversarial losses from the two views, joint_weight on the joint one).
+    # No effect without batch norm in D.
     real_fake_batch: str = "separate"
+    joint_weight: float = 0.2
     # Mode seeking (Mao et al. 2019, "Mode seeking GANs"): G also maximises this weight times
     # min(|G(z1, c) - G(z2, c)| / |z1 - z2|, mode_seeking_cap) (mean absolute differences) over
     # pairs of the batch that share a code and differ in z. It stops G drawing one image per code

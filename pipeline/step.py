@@ -5,11 +5,14 @@ step's scalars between two logging points. Nothing here logs or knows about runs
 One fake batch serves both halves of a step: G runs once, the D step reads it detached, the G
 step backpropagates through the updated D into G without computing D's weight gradients.
 
-- ``joint_batch`` only matters when D has batch norm. Separate (the default, as in the InfoGAN
-  code): real and fake batches are normalised each with their own statistics, which keeps D from
-  winning on batch-level differences. Joint: one batch of both, which the handout's network
-  needs, since it normalises the 1x1 features right before the D head and, normalised separately,
-  a batch of fakes looks like a batch of reals to that head.
+- ``joint_batch`` only matters when D has batch norm: the share of D's and G's adversarial losses
+  computed on real and fake as one batch. 0, separate (the default, as in the InfoGAN code): real
+  and fake batches are normalised each with their own statistics, so D judges a batch of fakes
+  against a batch of reals and a batch of near-copies stands out. 1, joint: one batch of both, so
+  D judges each image alone; the handout's network needs that view, since it normalises the 1x1
+  features right before the D head and, normalised separately, a batch of fakes looks to that head
+  like a batch of reals whatever their brightness and contrast. Between (``train.real_fake_batch
+  =both``): the losses of the two views, weighted; Q reads the joint one.
 - ``info_view`` (``train.info_augment``): in the D step Q learns to read the code from
   ``info_view(fake)``, a randomly rotated, scaled and shifted copy, so Q relies on what survives
   such changes (the digit's identity), not on slant, size or position. The G step is unchanged:
@@ -78,6 +81,11 @@ def make_optimisers(g: models.Generator, d: models.Discriminator, tcfg) -> Optim
         return torch.optim.Adam(params, lr=lr, betas=betas, fused=fused)
 
     return Optimisers(d=adam(d_params, tcfg.lr_d), q=adam(d.q.parameters(), tcfg.lr_q), g=adam(g.parameters(), tcfg.lr_g))
+
+
+def joint_share(tcfg) -> float:
+    """``train_step``'s ``joint_batch`` for ``train.real_fake_batch`` (and ``train.joint_weight``)."""
+    return {"separate": 0.0, "joint": 1.0}.get(tcfg.real_fake_batch, tcfg.joint_weight)
 
 
 def q_view(rng: torch.Generator) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -169,20 +177,37 @@ class Batch:
     fake: torch.Tensor
     c: torch.Tensor
     u: Optional[torch.Tensor]
-    joint: bool  # real and fake go through D's batch norm as one batch
+    joint: float  # share of the adversarial losses on real and fake through D's batch norm as one batch
     z: Optional[torch.Tensor] = None
     plain_fake: Optional[torch.Tensor] = None  # G's images before D's instance noise
 
     def features(self, d: models.Discriminator, images: torch.Tensor) -> torch.Tensor:
-        """D's trunk on [real; images], or on images alone; returns the features of images."""
+        """D's trunk on [real; images] when any loss is joint, else on images alone; returns the
+        features of images (what Q reads)."""
         if self.joint:
             return d.trunk(torch.cat([self.x, images]))[self.x.shape[0]:]
         return d.trunk(images)
 
+    def views(self, d: models.Discriminator, images: torch.Tensor,
+              real: bool) -> list[tuple[float, Optional[torch.Tensor], torch.Tensor, torch.Tensor]]:
+        """(weight, D's logits on the reals or None, on ``images``, the features of ``images``) for
+        the joint view and the separate one, each where its weight is above 0; joint first."""
+        out = []
+        if self.joint:
+            h = d.trunk(torch.cat([self.x, images]))
+            logits = d.head(h).squeeze(1).float()
+            n = self.x.shape[0]
+            out.append((self.joint, logits[:n] if real else None, logits[n:], h[n:]))
+        if self.joint < 1:
+            d_real = d.head(d.trunk(self.x)).squeeze(1).float() if real else None
+            h = d.trunk(images)
+            out.append((1.0 - self.joint, d_real, d.head(h).squeeze(1).float(), h))
+        return out
+
 
 def train_step(g: models.Generator, d: models.Discriminator, opt: Optimisers, x: torch.Tensor,
                z: torch.Tensor, c: torch.Tensor, code_weight: float, g_loss_kind: str,
-               info_trains_d_trunk: bool, joint_batch: bool = False, info_view: Optional[Images] = None,
+               info_trains_d_trunk: bool, joint_batch: float = 0.0, info_view: Optional[Images] = None,
                precision: Callable[[], ContextManager] = contextlib.nullcontext,
                d_input: Optional[Images] = None, u: Optional[torch.Tensor] = None,
                continuous_weight: float = 1.0, seeking: float = 0.0,
@@ -192,7 +217,7 @@ def train_step(g: models.Generator, d: models.Discriminator, opt: Optimisers, x:
     with precision():
         plain = g(z, latents.one_hot(c, g.code_dim), u)
     x, fake = (x, plain) if d_input is None else (d_input(x), d_input(plain))
-    batch = Batch(x, fake, c, u, joint_batch and d.batch_norm, z, plain)
+    batch = Batch(x, fake, c, u, float(joint_batch) if d.batch_norm else 0.0, z, plain)
     stats = d_step(d, opt, batch, code_weight, continuous_weight, info_trains_d_trunk, info_view, precision)
     stats.update(g_step(g, d, opt, batch, code_weight, continuous_weight, g_loss_kind, precision,
                         seeking, seeking_cap))
@@ -205,16 +230,10 @@ def d_step(d: models.Discriminator, opt: Optimisers, batch: Batch, code_weight: 
            precision: Callable[[], ContextManager]) -> dict[str, torch.Tensor]:
     """D: real -> 1, fake -> 0; Q learns to read c back from the fake (openai/InfoGAN puts the info
     term in D's objective; ``info_trains_d_trunk`` decides whether it may shape D's trunk too)."""
-    x, fake, c, u = batch.x, batch.fake.detach(), batch.c, batch.u
+    fake, c, u = batch.fake.detach(), batch.c, batch.u
     with precision():
-        if batch.joint:
-            h = d.trunk(torch.cat([x, fake]))
-            d_real, d_fake = d.head(h).squeeze(1).split([x.shape[0], fake.shape[0]])
-            h_fake = h[x.shape[0]:]
-        else:
-            d_real = d.head(d.trunk(x)).squeeze(1)
-            h_fake = d.trunk(fake)
-            d_fake = d.head(h_fake).squeeze(1)
+        views = batch.views(d, fake, real=True)
+        _, d_real, d_fake, h_fake = views[0]
         h_plain = h_fake if info_trains_d_trunk else h_fake.detach()
         h_view = h_plain
         if info_view is not None:
@@ -223,8 +242,7 @@ def d_step(d: models.Discriminator, opt: Optimisers, batch: Batch, code_weight: 
         q_logits, q_means = d.read_codes(h_view)
         if u is not None and info_view is not None:
             q_means = d.read_codes(h_plain)[1]
-    d_real, d_fake = d_real.float(), d_fake.float()
-    loss_d = losses.d_loss(d_real, d_fake)
+    loss_d = sum(weight * losses.d_loss(real, fake) for weight, real, fake, _ in views)
     info_d = losses.info_loss(q_logits.float(), c)
     if u is not None:
         info_d = info_d + continuous_weight * losses.info_loss_continuous(q_means.float(), u)
@@ -244,10 +262,10 @@ def g_step(g: models.Generator, d: models.Discriminator, opt: Optimisers, batch:
     ``seeking`` > 0, G is also rewarded for images that differ where z does (``mode_seeking_reward``)."""
     with frozen(d):
         with precision():
-            h = batch.features(d, batch.fake)
-            d_fake_after = d.head(h).squeeze(1).float()
+            views = batch.views(d, batch.fake, real=False)
+            _, _, d_fake_after, h = views[0]
             q_logits, q_means = d.read_codes(h)
-        loss_g = losses.g_loss(d_fake_after, g_loss_kind)
+        loss_g = sum(weight * losses.g_loss(fake, g_loss_kind) for weight, _, fake, _ in views)
         loss_info = losses.info_loss(q_logits.float(), batch.c)
         info_g = loss_info
         if batch.u is not None:

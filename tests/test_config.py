@@ -40,6 +40,9 @@ def test_wrong_type_override_names_key_and_override():
     ("train.lr_g=inf", "train.lr_g"),
     ("train.code_weight=nan", "train.code_weight"),
     ("eval.classifier_lr=inf", "eval.classifier_lr"),
+    ("train.real_fake_batch=mixed", "train.real_fake_batch"),
+    ("train.joint_weight=1.0", "train.joint_weight"),
+    ("train.joint_weight=0", "train.joint_weight"),
 ])
 def test_invalid_values_are_refused(override, key):
     with pytest.raises(ConfigError, match=key):

@@ -8,13 +8,13 @@ import torch
 from torch.testing import assert_close
 
 from conftest import recording_optimisers, same
-from pipeline import augment, latents, models
+from pipeline import augment, latents, losses, models
 from pipeline.config import load_config
 from pipeline.step import (INFO_AUGMENT, averaged, lr_scale, make_optimisers, mode_seeking_reward,
                             pair_codes, q_view, set_lr_scale, train_step)
 
 
-def run_step(code_weight: float, trains_trunk: bool, arch: str = "paper", joint: bool = False, info_view=None,
+def run_step(code_weight: float, trains_trunk: bool, arch: str = "paper", joint: float = 0.0, info_view=None,
              d_input=None, seeking: float = 0.0):
     cfg = load_config([], ["train.batch_size=8", f"model.arch={arch}"])
     torch.manual_seed(0)
@@ -29,7 +29,8 @@ def run_step(code_weight: float, trains_trunk: bool, arch: str = "paper", joint:
             "d_after_g_step": [p.grad for p in d.trunk.parameters()], "stats": stats}
 
 
-LAYOUTS = [("paper", False), ("tconv", True), ("upsample_sn", False)]  # arch, joint real+fake batch
+# arch, share of the losses on a joint real+fake batch (0.2: real_fake_batch=both)
+LAYOUTS = [("paper", 0.0), ("tconv", 1.0), ("tconv", 0.2), ("upsample_sn", 0.0)]
 
 
 @pytest.mark.parametrize("arch, joint", LAYOUTS)
@@ -47,6 +48,26 @@ def test_info_term_reaches_d_trunk_only_when_flag_is_set(trains_trunk, arch, joi
     assert same(with_info["head"], without_info["head"])  # the info term never trains D's head
     assert not same(with_info["g"], without_info["g"])  # ... and always trains G
     assert all(gr.abs().sum() == 0 for gr in without_info["q"])  # Q learns from the info term alone
+
+
+def test_both_views_weigh_the_joint_and_the_separate_d_loss():
+    """real_fake_batch=both: D's loss is w x (real and fake normalised as one batch) + (1 - w) x
+    (each normalised alone), and D's logged probabilities are the joint view's."""
+    cfg = load_config([], ["train.batch_size=8", "model.arch=tconv"])
+    torch.manual_seed(0)
+    g, d = models.build(cfg.model)
+    g0, d0 = copy.deepcopy(g), copy.deepcopy(d)
+    torch.manual_seed(1)
+    x, z, c = torch.rand(8, 1, 28, 28), torch.randn(8, 54), torch.randint(10, (8,))
+    stats = train_step(g, d, make_optimisers(g, d, cfg.train), x, z, c, 1.0, "non_saturating", True, joint_batch=0.25)
+    with torch.no_grad():
+        fake = g0(z, latents.one_hot(c, 10))
+        joint = d0.head(d0.trunk(torch.cat([x, fake]))).squeeze(1)
+        alone = d0.head(d0.trunk(x)).squeeze(1), d0.head(d0.trunk(fake)).squeeze(1)
+    joint_loss, separate_loss = losses.d_loss(joint[:8], joint[8:]), losses.d_loss(*alone)
+    assert abs(joint_loss - separate_loss) > 0.05  # the views differ, so the weights matter
+    assert_close(stats["loss/d"], 0.25 * joint_loss + 0.75 * separate_loss)
+    assert_close(stats["prob/d_real"], torch.sigmoid(joint[:8]).mean())
 
 
 def test_q_learns_to_read_the_code_within_a_few_steps():

@@ -35,12 +35,19 @@ CHOICES = (
      "D's batch norm sees real and generated images as one batch",
      "the handout's D normalises its features right before its head: a batch of fakes normalised on "
      "its own looks to that head like a batch of reals"),
+    ("train.real_fake_batch", lambda v: v == "both",
+     "D's and G's adversarial losses add two views: real and generated images normalised as one batch "
+     "(weighted by train.joint_weight) and each batch normalised on its own",
+     "normalised alone, a batch of fakes that repeats one image per code stands out against a batch of "
+     "reals, so G keeps drawing varied digits; the joint view shows D the brightness and contrast that "
+     "the handout's D cannot see in a batch normalised alone"),
 )
 SETTINGS = (("model.arch", "architecture"), ("train.g_loss", "G loss"), ("train.code_weight", "λ"),
             ("train.lr_d", "lr D"), ("train.lr_g", "lr G"), ("train.lr_q", "lr Q"), ("train.batch_size", "batch"),
             ("train.epochs", "epochs"), ("train.info_augment", "Q on transformed fakes"),
             ("train.ema_decay", "G average (EMA)"), ("train.lr_decay_fraction", "lr decay (fraction)"),
-            ("train.real_fake_batch", "D batch norm"), ("train.info_trains_d_trunk", "info term trains D's trunk"),
+            ("train.real_fake_batch", "D batch norm"), ("train.joint_weight", "joint share (under both)"),
+            ("train.info_trains_d_trunk", "info term trains D's trunk"),
             ("train.instance_noise", "noise on D's inputs (std)"), ("model.continuous_codes", "continuous codes"))
 
 

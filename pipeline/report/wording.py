@@ -19,7 +19,8 @@ CHOICES = (
      "D, Q and G settle at the end instead of stopping mid-oscillation"),
     ("train.lr_g", lambda v: float(v) != 2e-4,
      "G learns at {v}, not at the handout's 0.0002",
-     "with equal rates the handout's D wins within an epoch and its G draws one image per code, ignoring z"),
+     "G moves faster than D, as in the default config; with equal rates and real and fake as one batch the "
+     "handout's D won within an epoch"),
     ("train.lr_d", lambda v: float(v) != 2e-4,
      "D learns at {v}, not at the handout's 0.0002",
      "the balance of D against G: slower where D won too early, faster where spectral norm holds D back"),

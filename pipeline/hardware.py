@@ -82,8 +82,9 @@ class ThreadShare:
         busy = self._busy()
         return None if busy is None else (self._clock(), busy, self._own())
 
-    def others(self, before: tuple[float, float, float], now: tuple[float, float, float]) -> float:
-        """Cores the other processes kept busy between two readings."""
+    @staticmethod
+    def _others(before: tuple[float, float, float], now: tuple[float, float, float]) -> float:
+        """Cores the other processes kept busy between two readings (``now`` later than ``before``)."""
         wall = now[0] - before[0]
         return max(0.0, ((now[1] - before[1]) - (now[2] - before[2])) / wall)
 
@@ -92,9 +93,9 @@ class ThreadShare:
         if self._last is None or self._clock() - self._last[0] < self.interval_s:
             return None
         now = self._reading()
-        if now is None:
+        if now is None or now[0] <= self._last[0]:  # unreadable, or no wall time passed (interval 0)
             return None
-        self.busy_elsewhere = self.others(self._last, now)
+        self.busy_elsewhere = self._others(self._last, now)
         free = self.cores - self.busy_elsewhere
         self._last = now
         if abs(free - self.threads) <= self.SLACK:

@@ -10,8 +10,9 @@ Variants: ``textbook`` (a fresh D forward in the G step with D's weight gradient
 public InfoGAN code trains, with OpenMP as the environment leaves it, not as ``pipeline`` sets
 it); ``default`` (the project's step as ``infogan train`` runs it: Q's augmented view, G's
 average, fused Adam, ``train.precision=auto``, and the share of the cores that
-``train.threads=0`` gives a CPU run: it gives up threads to another busy process); ``fp32``/``bf16``
-(the default step at that precision, on one thread per core whatever else runs); ``channels_last``; ``compile`` (``torch.compile`` of G and D; its compile time is
+``train.threads=0`` gives a CPU run: it gives up threads to another busy process);
+``fp32``/``bf16`` (the default step at that precision, on one thread per core whatever else
+runs); ``channels_last``; ``compile`` (``torch.compile`` of G and D; its compile time is
 printed apart, to weigh against a whole run); ``foreach_adam`` (PyTorch's default Adam kernels in
 place of the fused one); ``b256`` (batch 256);
 ``1thread``; ``omp_spin``/``omp_passive``/``omp_default``/``omp_short_spin`` (OpenMP's threads

@@ -242,7 +242,7 @@ def d_step(d: models.Discriminator, opt: Optimisers, batch: Batch, code_weight: 
         q_logits, q_means = d.read_codes(h_view)
         if u is not None and info_view is not None:
             q_means = d.read_codes(h_plain)[1]
-    loss_d = sum(weight * losses.d_loss(real, fake) for weight, real, fake, _ in views)
+    loss_d = sum(weight * losses.d_loss(on_real, on_fake) for weight, on_real, on_fake, _ in views)
     info_d = losses.info_loss(q_logits.float(), c)
     if u is not None:
         info_d = info_d + continuous_weight * losses.info_loss_continuous(q_means.float(), u)
@@ -265,7 +265,7 @@ def g_step(g: models.Generator, d: models.Discriminator, opt: Optimisers, batch:
             views = batch.views(d, batch.fake, real=False)
             _, _, d_fake_after, h = views[0]
             q_logits, q_means = d.read_codes(h)
-        loss_g = sum(weight * losses.g_loss(fake, g_loss_kind) for weight, _, fake, _ in views)
+        loss_g = sum(weight * losses.g_loss(on_fake, g_loss_kind) for weight, _, on_fake, _ in views)
         loss_info = losses.info_loss(q_logits.float(), batch.c)
         info_g = loss_info
         if batch.u is not None:

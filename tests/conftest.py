@@ -18,6 +18,11 @@ import torch
 # by every process a test starts.
 os.environ["MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL"] = "2"
 
+# `make test` runs one pytest worker per core (pytest-xdist): each keeps to one thread, so two
+# workers never fight over the cores the way two multi-threaded torch processes do.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)
+
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = str(REPO / "configs" / "smoke.yaml")
 

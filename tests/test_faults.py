@@ -137,6 +137,20 @@ def _wait_for(path: Path, training: subprocess.Popen) -> None:
         time.sleep(0.1)
 
 
+def _wait_until_stored(client: MlflowClient, step: int, training: subprocess.Popen) -> None:
+    """Until the server holds the smoke run's ``loss/d`` at ``step`` (the sender is then idle)."""
+    import time
+
+    deadline = time.monotonic() + 120
+    while True:
+        experiment = client.get_experiment_by_name("smoke")
+        found = client.search_runs([experiment.experiment_id]) if experiment else []
+        if found and step in {m.step for m in client.get_metric_history(found[0].info.run_id, "loss/d")}:
+            return
+        assert training.poll() is None and time.monotonic() < deadline, training.stdout.read()[-3000:]
+        time.sleep(0.2)
+
+
 def test_a_tracking_server_down_for_20_s_mid_run_loses_no_metric_point(home, mnist_cache):
     """The server goes down after the first logged point; training logs two more into the outage
     and is held there (pipeline.faults) until the server has been down for 20 s and is back."""
@@ -154,6 +168,7 @@ def test_a_tracking_server_down_for_20_s_mid_run_loses_no_metric_point(home, mni
     training = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         _wait_for(held, training)  # step 2 logged
+        _wait_until_stored(MlflowClient(uri), 2, training)  # no request in flight when the server dies
         _stop(server)
         down_since = time.monotonic()
         held.unlink()

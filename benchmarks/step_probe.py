@@ -86,11 +86,15 @@ def main() -> None:
         i = s % per_epoch
         x = train_x[perm[i * bsz:(i + 1) * bsz]].float().div_(255.0)
         z, c = latents.sample(bsz, cfg.model.noise_dim, cfg.model.code_dim, rng, cpu)
+        seeking = t.mode_seeking if s >= t.mode_seeking_after_epochs * per_epoch else 0.0
+        if seeking:
+            c = step.pair_codes(c)
         if decay:
             step.set_lr_scale(opt, t, step.lr_scale(s, total, decay))
         noise = step.noisy(step.instance_noise_std(s, total, t.instance_noise), rng)
         stats = step.train_step(g, d, opt, x, z, c, t.code_weight, t.g_loss, t.info_trains_d_trunk,
-                                step.joint_share(t), view, lambda: hardware.autocast(precision, cpu), noise)
+                                step.joint_share(t), view, lambda: hardware.autocast(precision, cpu), noise,
+                                seeking=seeking, seeking_cap=t.mode_seeking_cap)
         if average is not None:
             average.update_parameters(g)
         for key, value in stats.items():

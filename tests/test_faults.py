@@ -27,14 +27,27 @@ CASES = [
 ]
 
 
-def train(home, mnist_cache, kill_at=None) -> subprocess.CompletedProcess:
+def train_args(mnist_cache) -> list[str]:
+    return ["train", "-c", str(SMOKE), f"data.cache_dir={mnist_cache}", "tracking.log_model=true"]
+
+
+def killed_train(home, mnist_cache, kill_at: str) -> subprocess.CompletedProcess:
+    """The training command in a process of its own, which kills itself at ``kill_at``."""
     env = subprocess_env(home)
-    env.pop(faults.ENV, None)
-    if kill_at:
-        env[faults.ENV] = kill_at
-    command = [sys.executable, "-m", "pipeline", "train", "-c", str(SMOKE), f"data.cache_dir={mnist_cache}",
-               "tracking.log_model=true"]
+    env[faults.ENV] = kill_at
+    command = [sys.executable, "-m", "pipeline", *train_args(mnist_cache)]
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+
+
+def train(mnist_cache, capsys) -> tuple[int, str, str]:
+    """The same command, run to its end in this process (its exit code, stdout and stderr): it
+    needs no process of its own, and this one has torch and MLflow imported already."""
+    from pipeline.cli import main
+
+    capsys.readouterr()
+    code = main(train_args(mnist_cache))
+    out, err = capsys.readouterr()
+    return code, out, err
 
 
 def grid_steps(run_id: str) -> list[int]:
@@ -53,20 +66,21 @@ def curves(run_id: str) -> dict:
 
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory, mnist_cache, store_template):
+    from pipeline.cli import main
+
     with own_store(tmp_path_factory.mktemp("reference"), store_template) as home:
-        done = train(home, mnist_cache)
-        assert done.returncode == 0, done.stderr[-2000:]
+        assert main(train_args(mnist_cache)) == 0
         client = MlflowClient()
         (run,) = client.search_runs([client.get_experiment_by_name("smoke").experiment_id])
         return curves(run.info.run_id), grid_steps(run.info.run_id)
 
 
 @pytest.mark.parametrize("kill_at, what", CASES, ids=[c[0] for c in CASES])
-def test_killed_run_is_finished_by_the_plain_rerun(home, mnist_cache, uninterrupted, kill_at, what):
-    killed = train(home, mnist_cache, kill_at)
+def test_killed_run_is_finished_by_the_plain_rerun(home, mnist_cache, uninterrupted, capsys, kill_at, what):
+    killed = killed_train(home, mnist_cache, kill_at)
     assert killed.returncode == -signal.SIGKILL, (what, killed.stderr[-2000:])
-    rerun = train(home, mnist_cache)
-    assert rerun.returncode == 0, (what, rerun.stderr[-2000:])
+    code, out, err = train(mnist_cache, capsys)
+    assert code == 0, (what, err[-2000:])
 
     client = MlflowClient()
     runs = client.search_runs([client.get_experiment_by_name("smoke").experiment_id])
@@ -75,11 +89,11 @@ def test_killed_run_is_finished_by_the_plain_rerun(home, mnist_cache, uninterrup
     others = [r for r in runs if r.info.status != "FINISHED"]
     if kill_at == "step_logged:1":  # nothing to resume: ended FAILED, the user told, a new run trained
         assert len(others) == 1 and others[0].data.tags["infogan.stop_reason"].startswith("killed before")
-        assert "now marked FAILED" in rerun.stdout
+        assert "now marked FAILED" in out
     else:
-        assert not others and "resuming" in rerun.stdout, rerun.stdout
+        assert not others and "resuming" in out, out
     if kill_at in ("trained", "generator_logged", "checkpoint_logged"):
-        assert "completing it" in rerun.stdout
+        assert "completing it" in out
 
     reference_curves, reference_grids = uninterrupted
     got = curves(finished.info.run_id)

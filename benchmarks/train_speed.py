@@ -6,14 +6,16 @@ are printed (the machine is shared; neighbours move absolute numbers).
     .venv/bin/python benchmarks/train_speed.py [--archs paper,tconv] [--rounds 3] [--seconds 20]
         [--variants textbook,default,bf16,channels_last,compile] [--beside]
 
-Variants: ``textbook`` (a fresh D forward in the G step with D's weight gradients, fp32, as
+``paper`` steps as the default config trains it, ``tconv`` as the lab's configs do (both views of
+D's batch norm, configs/experiments/tconv_ns.yaml). Variants: ``textbook`` (a fresh D forward in the G step with D's weight gradients, fp32, as
 public InfoGAN code trains, with OpenMP as the environment leaves it, not as ``pipeline`` sets
 it); ``default`` (the project's step as ``infogan train`` runs it: Q's augmented view, G's
 average, fused Adam, ``train.precision=auto``, and the share of the cores that
 ``train.threads=0`` gives a CPU run: it gives up threads to another busy process);
 ``fp32``/``bf16`` (the default step at that precision, on one thread per core whatever else
-runs); ``channels_last``; ``compile`` (``torch.compile`` of G and D; its compile time is
-printed apart, to weigh against a whole run); ``foreach_adam`` (PyTorch's default Adam kernels in
+runs); ``channels_last``; ``compile`` (``torch.compile`` of G, D's trunk, D's head and Q; its
+compile time is printed apart, to weigh against a whole run); ``compile_cl`` (both);
+``foreach_adam`` (PyTorch's default Adam kernels in
 place of the fused one); ``b256`` (batch 256);
 ``1thread``; ``omp_spin``/``omp_passive``/``omp_default``/``omp_short_spin`` (OpenMP's threads
 spin while they wait, sleep at once, do as libgomp does unless told: spin a while, then sleep,
@@ -33,7 +35,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-VARIANTS = ("textbook", "default", "fp32", "bf16", "channels_last", "compile", "foreach_adam", "b256",
+VARIANTS = ("textbook", "default", "fp32", "bf16", "channels_last", "compile", "compile_cl", "foreach_adam", "b256",
             "1thread", "omp_spin", "omp_passive", "omp_default", "omp_short_spin")
 # OpenMP's wait policy for the omp_* variants, set before torch starts its threads: spin while
 # waiting (ACTIVE), sleep at once (PASSIVE), or libgomp's own default (spin a while, then sleep).
@@ -67,7 +69,9 @@ def worker(arch: str, variant: str, seconds: float, batch_size: int) -> dict:
     bsz = 256 if variant == "b256" else batch_size
     if variant == "1thread":
         torch.set_num_threads(1)
-    cfg = load_config([], [f"model.arch={arch}", f"train.batch_size={bsz}"])
+    # tconv as the lab's runs train it (both views of D's batch norm); paper as the default does.
+    files = [str(ROOT / "configs" / "experiments" / "tconv_ns.yaml")] if arch == "tconv" else []
+    cfg = load_config(files, [f"model.arch={arch}", f"train.batch_size={bsz}"])
     torch.manual_seed(0)
     g, d = models.build(cfg.model, literal=variant == "textbook")
     rng = torch.Generator().manual_seed(0)
@@ -89,7 +93,7 @@ def worker(arch: str, variant: str, seconds: float, batch_size: int) -> dict:
             opt_gq.step()
     else:
         precision = {"fp32": "fp32", "bf16": "bf16"}.get(variant, hardware.resolve_precision("auto", cpu))
-        if variant == "channels_last":
+        if variant in ("channels_last", "compile_cl"):
             g.to(memory_format=torch.channels_last)
             d.to(memory_format=torch.channels_last)
             x = x.contiguous(memory_format=torch.channels_last)
@@ -100,12 +104,16 @@ def worker(arch: str, variant: str, seconds: float, batch_size: int) -> dict:
                     group["fused"], group["foreach"] = None, None
         g_ema = averaged(g, 0.999)
         info_view = q_view(rng)
-        joint = 1.0 if arch == "tconv" else joint_share(cfg.train)
-        gs, ds = (torch.compile(g), torch.compile(d)) if variant == "compile" else (g, d)
+        joint = joint_share(cfg.train)
+        if variant in ("compile", "compile_cl"):
+            # In place, each part the step calls: G, D's trunk, its head and Q (train_step calls
+            # D's parts, not D's forward, so compiling D as a whole would compile nothing it runs).
+            for part in (g, d.trunk, d.head, d.q):
+                part.compile()
 
         def step():
             z, c = latents.sample(bsz, 54, 10, rng, cpu)
-            train_step(gs, ds, opt, x, z, c, 1.0, "non_saturating", True, joint_batch=joint, info_view=info_view,
+            train_step(g, d, opt, x, z, c, 1.0, "non_saturating", True, joint_batch=joint, info_view=info_view,
                        precision=lambda: hardware.autocast(precision, cpu))
             g_ema.update_parameters(g)
     share = hardware.ThreadShare(torch.get_num_threads()) if variant == "default" else None

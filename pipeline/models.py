@@ -112,15 +112,21 @@ def _handout_d(q_hidden: int, q_out: int, literal: bool, sn: bool) -> DParts:
     else:
         norm = lambda m: m  # noqa: E731  (batch norm follows instead)
         bn2, bn1 = nn.BatchNorm2d, nn.BatchNorm1d
+    # The spectrally normalised trunk has no biases: its pre-activations are a few hundredths
+    # wide, and biases that Adam moves by the learning rate every step soon outgrow them, leaving
+    # 80-95% of the last layer's units always on or always off, i.e. a D that is linear in its
+    # input and sees only the mean image (docs/design.md). Without biases each layer is
+    # positively homogeneous, so its units switch at any scale. Batch norm's shift is the bias
+    # of the other trunk's layers.
     trunk = [
-        norm(nn.Conv2d(1, 64, 4, stride=2, padding=1)), _d_act(),  # 28 -> 14
-        norm(nn.Conv2d(64, 128, 4, stride=2, padding=1, bias=sn)),  # 14 -> 7
+        norm(nn.Conv2d(1, 64, 4, stride=2, padding=1, bias=not sn)), _d_act(),  # 28 -> 14
+        norm(nn.Conv2d(64, 128, 4, stride=2, padding=1, bias=False)),  # 14 -> 7
         bn2(128), _d_act(),
     ]
     if literal:
-        trunk += [norm(nn.Conv2d(128, 256, 7, bias=sn)), bn2(256), _d_act(), nn.Flatten()]
+        trunk += [norm(nn.Conv2d(128, 256, 7, bias=False)), bn2(256), _d_act(), nn.Flatten()]
     else:
-        trunk += [nn.Flatten(), norm(nn.Linear(128 * 7 * 7, 256, bias=sn)), bn1(256), _d_act()]
+        trunk += [nn.Flatten(), norm(nn.Linear(128 * 7 * 7, 256, bias=False)), bn1(256), _d_act()]
     head = norm(nn.Linear(256, 1))
     if sn:
         # Spectral norm leaves the trunk's features about 1000x smaller than batch norm does (std

@@ -84,7 +84,10 @@ def test_linear_form_computes_the_same_function_as_the_handouts_convolutions(arc
 
 def test_spectral_norm_starts_from_the_initialised_weights():
     """Each spectrally normalised layer's largest singular value is 1 from the first forward
-    pass (its power iteration is set up after the weights are drawn, not before)."""
+    pass (its power iteration is set up after the weights are drawn, not before). Seeded: the
+    top two singular values of a random layer can lie within 1% of each other, and then the 15
+    power steps torch takes at set-up leave some percent of error whatever the order."""
+    torch.manual_seed(0)
     _, d = models.build(load_config([], ["model.arch=upsample_sn"]).model)
     d.eval()
     layers = [m for m in d.modules() if hasattr(m, "parametrizations")]

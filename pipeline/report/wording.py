@@ -32,6 +32,11 @@ CHOICES = (
      "linearly to 0 by the end)",
      "the handout's G draws 4×4 blocks that D spots at once; under the noise D has to judge shapes, "
      "so G is told how to draw digits, not only that its pixels are wrong"),
+    ("train.mode_seeking", lambda v: float(v) > 0,
+     "after its first steps, G is rewarded for drawing different images from different z under one code "
+     "(mode seeking, weight {v})",
+     "a D without batch statistics judges each image alone, so nothing else tells G that a batch "
+     "repeating one image per code is fake"),
     ("train.real_fake_batch", lambda v: v == "joint",
      "D's batch norm sees real and generated images as one batch",
      "the handout's D normalises its features right before its head: a batch of fakes normalised on "
@@ -49,7 +54,7 @@ SETTINGS = (("model.arch", "architecture"), ("train.g_loss", "G loss"), ("train.
             ("train.ema_decay", "G average (EMA)"), ("train.lr_decay_fraction", "lr decay (fraction)"),
             ("train.real_fake_batch", "D batch norm"), ("train.joint_weight", "joint share (under both)"),
             ("train.info_trains_d_trunk", "info term trains D's trunk"),
-            ("train.instance_noise", "noise on D's inputs (std)"), ("model.continuous_codes", "continuous codes"))
+            ("train.instance_noise", "noise on D's inputs (std)"), ("train.mode_seeking", "mode seeking"), ("model.continuous_codes", "continuous codes"))
 
 
 def num(text, digits: int = 3) -> str:

@@ -113,11 +113,11 @@ def _handout_d(q_hidden: int, q_out: int, literal: bool, sn: bool) -> DParts:
         norm = lambda m: m  # noqa: E731  (batch norm follows instead)
         bn2, bn1 = nn.BatchNorm2d, nn.BatchNorm1d
     # The spectrally normalised trunk has no biases: its pre-activations are a few hundredths
-    # wide, and biases that Adam moves by the learning rate every step soon outgrow them, leaving
-    # 80-95% of the last layer's units always on or always off, i.e. a D that is linear in its
-    # input and sees only the mean image (docs/design.md). Without biases each layer is
-    # positively homogeneous, so its units switch at any scale. Batch norm's shift is the bias
-    # of the other trunk's layers.
+    # wide, biases that Adam moves by about the learning rate each step soon reach that size, and
+    # most of the last layer's units then stay on or off for every image (88-99% on the fakes):
+    # a D nearly linear in its input, which sees little but the mean image (docs/design.md).
+    # Without biases each layer is positively homogeneous, so its units switch at any scale.
+    # (In the batch-norm trunk, batch norm's shift is the bias.)
     trunk = [
         norm(nn.Conv2d(1, 64, 4, stride=2, padding=1, bias=not sn)), _d_act(),  # 28 -> 14
         norm(nn.Conv2d(64, 128, 4, stride=2, padding=1, bias=False)),  # 14 -> 7

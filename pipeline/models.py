@@ -21,6 +21,8 @@ from torch import nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import spectral_norm
 
+from .config import UsageError
+
 G_SLOPE = 0.01  # LeakyReLU slopes of the lab handout
 D_SLOPE = 0.1
 
@@ -191,6 +193,17 @@ class Discriminator(nn.Module):
         # With batch norm, one sample's features depend on the rest of its batch (see
         # step.train_step and train.real_fake_batch).
         self.batch_norm = parts.batch_norm
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """As nn.Module's, with a one-line error for an ``upsample_sn`` D saved while its
+        spectrally normalised trunk still had biases (before 5df4780)."""
+        own = self.state_dict()
+        stale = [k for k in state_dict if k.startswith("trunk.") and k.endswith("bias") and k not in own]
+        if strict and stale and self.arch == "upsample_sn":
+            raise UsageError("this upsample_sn discriminator was saved with biases in its spectral-norm trunk, "
+                             "which the variant no longer has (docs/design.md); train the run again, or load "
+                             "it with a checkout older than commit 5df4780")
+        return super().load_state_dict(state_dict, strict, assign)
 
     def read_codes(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Q on trunk features ``h``: (code logits [B, code_dim], continuous means [B, continuous_codes])."""

@@ -4,7 +4,7 @@ from torch import nn
 from torch.testing import assert_close
 
 from pipeline import models
-from pipeline.config import load_config
+from pipeline.config import UsageError, load_config
 
 
 @pytest.mark.parametrize("arch", ["paper", "tconv", "upsample_sn"])
@@ -108,3 +108,17 @@ def test_exportable_computes_the_same_function_and_pickles(arch):
     for exported, original in zip(plain(x), d.eval()(x)):
         assert_close(exported, original)
     assert not any(hasattr(m, "parametrizations") for m in plain.modules())
+
+
+def test_an_upsample_sn_d_saved_with_trunk_biases_is_refused_in_one_line():
+    """A checkpoint from before the spectral-norm trunk lost its biases names what is wrong
+    instead of torch's list of unexpected keys; today's state dicts still load."""
+    cfg = load_config([], ["model.arch=upsample_sn"]).model
+    _, d = models.build(cfg)
+    state = d.state_dict()
+    assert not any(k.startswith("trunk.") and k.endswith("bias") for k in state)
+    _, again = models.build(cfg)
+    again.load_state_dict(state)
+    old = dict(state, **{"trunk.2.bias": torch.zeros(128)})
+    with pytest.raises(UsageError, match="saved with biases in its spectral-norm trunk"):
+        again.load_state_dict(old)

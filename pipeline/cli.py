@@ -32,10 +32,11 @@ def _exit_code(error: Exception) -> tuple[Optional[int], Optional[str]]:
     (None: nothing printed); (None, None) for an unexpected error, which shows its traceback."""
     from .data import DataError
     from .loop import Interrupted, NonFiniteLoss
+    from .models import IncompatibleState
     from .tracking import TrackingUnreachable
 
     table = ((UsageError, 2, "error: "), (ConfigError, 2, "config error: "), (Interrupted, 143, None),
-             ((DataError, NonFiniteLoss, TrackingUnreachable), 1, ""))
+             ((DataError, NonFiniteLoss, TrackingUnreachable, IncompatibleState), 1, ""))
     for kinds, code, label in table:
         if isinstance(error, kinds):
             return code, label

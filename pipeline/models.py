@@ -21,8 +21,6 @@ from torch import nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import spectral_norm
 
-from .config import UsageError
-
 G_SLOPE = 0.01  # LeakyReLU slopes of the lab handout
 D_SLOPE = 0.1
 
@@ -177,6 +175,10 @@ class Generator(nn.Module):
         return self.net(torch.cat([z, c], dim=1))
 
 
+class IncompatibleState(RuntimeError):
+    """A saved state dict that today's networks cannot hold; the message says why and what to do."""
+
+
 class Discriminator(nn.Module):
     """The shared trunk with two heads: D's real/fake logit and Q. Q's last layer gives the code
     logits and, with ``continuous_codes``, the means of Q's Gaussians over those codes."""
@@ -200,7 +202,7 @@ class Discriminator(nn.Module):
         own = self.state_dict()
         stale = [k for k in state_dict if k.startswith("trunk.") and k.endswith("bias") and k not in own]
         if strict and stale and self.arch == "upsample_sn":
-            raise UsageError("this upsample_sn discriminator was saved with biases in its spectral-norm trunk, "
+            raise IncompatibleState("this upsample_sn discriminator was saved with biases in its spectral-norm trunk, "
                              "which the variant no longer has (docs/design.md); train the run again, or load "
                              "it with a checkout older than commit 5df4780")
         return super().load_state_dict(state_dict, strict, assign)

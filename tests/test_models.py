@@ -4,7 +4,7 @@ from torch import nn
 from torch.testing import assert_close
 
 from pipeline import models
-from pipeline.config import UsageError, load_config
+from pipeline.config import load_config
 
 
 @pytest.mark.parametrize("arch", ["paper", "tconv", "upsample_sn"])
@@ -120,5 +120,7 @@ def test_an_upsample_sn_d_saved_with_trunk_biases_is_refused_in_one_line():
     _, again = models.build(cfg)
     again.load_state_dict(state)
     old = dict(state, **{"trunk.2.bias": torch.zeros(128)})
-    with pytest.raises(UsageError, match="saved with biases in its spectral-norm trunk"):
+    with pytest.raises(models.IncompatibleState, match="saved with biases in its spectral-norm trunk") as refused:
         again.load_state_dict(old)
+    from pipeline import cli
+    assert cli._exit_code(refused.value) == (1, "")  # the CLI prints it as one line and exits 1

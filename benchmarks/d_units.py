@@ -94,9 +94,7 @@ def main() -> None:
         i = s % per_epoch
         x = train_x[i * bsz:(i + 1) * bsz].float().div_(255.0)
         z, c = latents.sample(bsz, cfg.model.noise_dim, cfg.model.code_dim, rng, cpu)
-        seeking = t.mode_seeking if s >= t.mode_seeking_after_epochs * per_epoch else 0.0
-        if seeking:
-            c = step.pair_codes(c)
+        c, seeking = step.seeking_codes(t, c, s, per_epoch)
         step.train_step(g, d, opt, x, z, c, t.code_weight, t.g_loss, t.info_trains_d_trunk, step.joint_share(t),
                         view, lambda: hardware.autocast(precision, cpu), seeking=seeking,
                         seeking_cap=t.mode_seeking_cap)

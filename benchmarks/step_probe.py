@@ -86,9 +86,7 @@ def main() -> None:
         i = s % per_epoch
         x = train_x[perm[i * bsz:(i + 1) * bsz]].float().div_(255.0)
         z, c = latents.sample(bsz, cfg.model.noise_dim, cfg.model.code_dim, rng, cpu)
-        seeking = t.mode_seeking if s >= t.mode_seeking_after_epochs * per_epoch else 0.0
-        if seeking:
-            c = step.pair_codes(c)
+        c, seeking = step.seeking_codes(t, c, s, per_epoch)
         if decay:
             step.set_lr_scale(opt, t, step.lr_scale(s, total, decay))
         noise = step.noisy(step.instance_noise_std(s, total, t.instance_noise), rng)

@@ -177,7 +177,6 @@ class Loop:
         self.steps_per_epoch = per_epoch if tcfg.steps_per_epoch is None else min(tcfg.steps_per_epoch, per_epoch)
         self.total_steps = tcfg.epochs * self.steps_per_epoch
         self.decay_steps = step.decay_steps_of(tcfg, self.total_steps)
-        self.seeking_from = round(tcfg.mode_seeking_after_epochs * self.steps_per_epoch)
         if resume is not None:
             self._resume(resume)
         self.logged = Logged.read(tracker, resume is not None, cfg.model.continuous_codes)
@@ -225,9 +224,7 @@ class Loop:
         bsz = tcfg.batch_size
         x = self.train_x[s.perm[s.it * bsz:(s.it + 1) * bsz]].float().div_(255.0)
         z, c = latents.sample(bsz, mcfg.noise_dim, mcfg.code_dim, s.rng, device)
-        seeking = tcfg.mode_seeking if s.step >= self.seeking_from else 0.0
-        if seeking:
-            c = step.pair_codes(c)
+        c, seeking = step.seeking_codes(tcfg, c, s.step, self.steps_per_epoch)
         u = latents.continuous(bsz, mcfg.continuous_codes, s.rng, device)
         if self.decay_steps:
             step.set_lr_scale(s.opt, tcfg, step.lr_scale(s.step, self.total_steps, self.decay_steps))

@@ -161,6 +161,15 @@ def pair_codes(c: torch.Tensor) -> torch.Tensor:
     return torch.cat([c[:half], c[:half], c[2 * half:]])
 
 
+def seeking_codes(tcfg, c: torch.Tensor, step: int, steps_per_epoch: int) -> tuple[torch.Tensor, float]:
+    """(codes, weight) of the mode-seeking term at iteration ``step``: from
+    ``train.mode_seeking_after_epochs`` on, weight ``train.mode_seeking`` and the codes paired
+    (``pair_codes``); before that, or with the term off, ``c`` as drawn and 0."""
+    if not tcfg.mode_seeking or step < round(tcfg.mode_seeking_after_epochs * steps_per_epoch):
+        return c, 0.0
+    return pair_codes(c), float(tcfg.mode_seeking)
+
+
 def mode_seeking_reward(fake: torch.Tensor, z: torch.Tensor, cap: float) -> torch.Tensor:
     """Mean over the pairs (i, i + n/2) of min(|G_i - G_j| / |z_i - z_j|, cap), each distance a mean
     absolute difference: how far G's images move per unit of z, where the pairs share a code."""

@@ -199,12 +199,13 @@ class Discriminator(nn.Module):
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         """As nn.Module's, with a one-line error for an ``upsample_sn`` D saved while its
         spectrally normalised trunk still had biases (before 5df4780)."""
-        own = self.state_dict()
-        stale = [k for k in state_dict if k.startswith("trunk.") and k.endswith("bias") and k not in own]
-        if strict and stale and self.arch == "upsample_sn":
-            raise IncompatibleState("this upsample_sn discriminator was saved with biases in its spectral-norm trunk, "
-                             "which the variant no longer has (docs/design.md); train the run again, or load "
-                             "it with a checkout older than commit 5df4780")
+        if strict and self.arch == "upsample_sn":
+            own = self.state_dict()
+            if any(k.startswith("trunk.") and k.endswith("bias") and k not in own for k in state_dict):
+                raise IncompatibleState(
+                    "this upsample_sn discriminator was saved with biases in its spectral-norm trunk, which the "
+                    "variant no longer has (docs/design.md); train the run again, or load it with a checkout "
+                    "older than commit 5df4780")
         return super().load_state_dict(state_dict, strict, assign)
 
     def read_codes(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

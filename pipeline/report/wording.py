@@ -54,7 +54,8 @@ SETTINGS = (("model.arch", "architecture"), ("train.g_loss", "G loss"), ("train.
             ("train.ema_decay", "G average (EMA)"), ("train.lr_decay_fraction", "lr decay (fraction)"),
             ("train.real_fake_batch", "D batch norm"), ("train.joint_weight", "joint share (under both)"),
             ("train.info_trains_d_trunk", "info term trains D's trunk"),
-            ("train.instance_noise", "noise on D's inputs (std)"), ("train.mode_seeking", "mode seeking"), ("model.continuous_codes", "continuous codes"))
+            ("train.instance_noise", "noise on D's inputs (std)"), ("train.mode_seeking", "mode seeking"),
+            ("model.continuous_codes", "continuous codes"))
 
 
 def num(text, digits: int = 3) -> str:

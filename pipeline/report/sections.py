@@ -112,8 +112,8 @@ class Writer:
         rows = [[label] + [num(g[0].params.get(key, "–"), 4) for g in groups.values()] for key, label in SETTINGS]
         rows.append(["seeds"] + [", ".join(r.seed for r in g) for g in groups.values()])
         self.doc.add(Heading(2, "Training settings"),
-                     Text("Adam (β₁ " + self.values("train.beta1") + ", β₂ " + self.values("train.beta2")
-                          + ") for D with its head, Q's head and G. Each experiment, trained for every seed listed:"),
+                     Text("Adam (β₁ and β₂ as in the table) for D with its head, Q's head and G. Each "
+                          "experiment, trained for every seed listed:"),
                      Table(["setting", *groups], rows, "settings of each experiment (from the runs' params)",
                            align="l" * (len(groups) + 1), label="tab-settings"))
         used = []

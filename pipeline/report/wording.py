@@ -24,6 +24,10 @@ CHOICES = (
     ("train.lr_d", lambda v: float(v) != 2e-4,
      "D learns at {v}, not at the handout's 0.0002",
      "the balance of D against G: slower where D won too early, faster where spectral norm holds D back"),
+    ("train.beta1", lambda v: float(v) != 0.5,
+     "Adam runs with β₁ {v}, not the default 0.5 (β₂ in the settings table)",
+     "as SNGAN trains a spectral-norm D: each step follows the current gradient, not a running mean "
+     "of old ones; with D at twice G's rate this kept more codes on one digit each in short probes"),
     ("train.info_trains_d_trunk", lambda v: v == "False",
      "the info term trains Q's own layers only, not the trunk Q shares with D",
      "the trunk stays a real/fake detector instead of being pulled towards the code"),
@@ -49,7 +53,8 @@ CHOICES = (
      "the handout's D cannot see in a batch normalised alone"),
 )
 SETTINGS = (("model.arch", "architecture"), ("train.g_loss", "G loss"), ("train.code_weight", "λ"),
-            ("train.lr_d", "lr D"), ("train.lr_g", "lr G"), ("train.lr_q", "lr Q"), ("train.batch_size", "batch"),
+            ("train.lr_d", "lr D"), ("train.lr_g", "lr G"), ("train.lr_q", "lr Q"), ("train.beta1", "Adam β₁"),
+            ("train.beta2", "Adam β₂"), ("train.batch_size", "batch"),
             ("train.epochs", "epochs"), ("train.info_augment", "Q on transformed fakes"),
             ("train.ema_decay", "G average (EMA)"), ("train.lr_decay_fraction", "lr decay (fraction)"),
             ("train.real_fake_batch", "D batch norm"), ("train.joint_weight", "joint share (under both)"),

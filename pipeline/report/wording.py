@@ -41,6 +41,12 @@ CHOICES = (
      "(mode seeking, weight {v})",
      "a D without batch statistics judges each image alone, so nothing else tells G that a batch "
      "repeating one image per code is fake"),
+    ("train.mode_seeking_cap", lambda v: float(v) < 0.2,
+     "the mode-seeking reward stops growing once two images differ by {v} per unit of z distance (mean "
+     "absolute differences), not 0.2",
+     "two real images of one digit differ by 0.12 per unit of z on average, of two different digits by "
+     "0.15; under the higher cap G went on earning the reward after its codes had settled by drawing two "
+     "digits under one code, which a D at chance did not stop"),
     ("train.real_fake_batch", lambda v: v == "joint",
      "D's batch norm sees real and generated images as one batch",
      "the handout's D normalises its features right before its head: a batch of fakes normalised on "
@@ -60,6 +66,7 @@ SETTINGS = (("model.arch", "architecture"), ("train.g_loss", "G loss"), ("train.
             ("train.real_fake_batch", "D batch norm"), ("train.joint_weight", "joint share (under both)"),
             ("train.info_trains_d_trunk", "info term trains D's trunk"),
             ("train.instance_noise", "noise on D's inputs (std)"), ("train.mode_seeking", "mode seeking"),
+            ("train.mode_seeking_cap", "mode seeking cap"),
             ("model.continuous_codes", "continuous codes"))
 
 

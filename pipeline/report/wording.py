@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import math
 
+from ..schema import TrainConfig
+
+_DEFAULT = TrainConfig()  # the schema's defaults, which a config's choices are compared with
+
 ARCH_NAMES = {"paper": "the InfoGAN paper's network", "tconv": "the handout's network (transposed conv + BN)",
               "upsample_sn": "upsample+conv G, spectral-norm D"}
 # The project's training changes a config may switch on, and why each is there.
@@ -24,8 +28,8 @@ CHOICES = (
     ("train.lr_d", lambda v: float(v) != 2e-4,
      "D learns at {v}, not at the handout's 0.0002",
      "the balance of D against G: slower where D won too early, faster where spectral norm holds D back"),
-    ("train.beta1", lambda v: float(v) != 0.5,
-     "Adam runs with β₁ {v}, not the default 0.5 (β₂ in the settings table)",
+    ("train.beta1", lambda v: float(v) != _DEFAULT.beta1,
+     f"Adam runs with β₁ {{v}}, not the default {_DEFAULT.beta1} (β₂ in the settings table)",
      "as SNGAN trains a spectral-norm D: each step follows the current gradient, not a running mean "
      "of old ones; with D at twice G's rate this kept more codes on one digit each in short probes"),
     ("train.info_trains_d_trunk", lambda v: v == "False",
@@ -41,9 +45,9 @@ CHOICES = (
      "(mode seeking, weight {v})",
      "a D without batch statistics judges each image alone, so nothing else tells G that a batch "
      "repeating one image per code is fake"),
-    ("train.mode_seeking_cap", lambda v: float(v) < 0.2,
+    ("train.mode_seeking_cap", lambda v: float(v) < _DEFAULT.mode_seeking_cap,
      "the mode-seeking reward stops growing once two images differ by {v} per unit of z distance (mean "
-     "absolute differences), not 0.2",
+     f"absolute differences), not {_DEFAULT.mode_seeking_cap}",
      "two real images of one digit differ by 0.12 per unit of z on average, of two different digits by "
      "0.15; under the higher cap G went on earning the reward after its codes had settled by drawing two "
      "digits under one code, which a D at chance did not stop"),

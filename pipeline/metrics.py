@@ -12,6 +12,7 @@ from scipy import linalg
 from scipy.optimize import linear_sum_assignment
 
 PASS_MARK = 7  # a demo column (one style, ten digits) passes with at least this many right
+MIXED_BELOW = 0.8  # a code whose assigned digit is rarer than this among its samples draws a mix
 
 
 @dataclass
@@ -39,7 +40,10 @@ class CodeMapping:
         return float(hits / max(self.counts.sum(), 1))
 
     def warnings(self) -> list[str]:
-        """The classic failure: two codes drawing one digit, so another digit has no code."""
+        """The classic failures: two codes drawing one digit, so another digit has no code; and a
+        code drawing two digits (which z decides), so asking for its digit often gives the other.
+        Two codes can share a pair of digits that way and still map one-to-one, and the lab's
+        demo grade (a column passes with 7 of its 10 digits right) does not see it."""
         majority = self.counts.argmax(axis=1)
         notes = []
         for digit in range(self.counts.shape[1]):
@@ -49,6 +53,14 @@ class CodeMapping:
         missing = sorted(set(range(self.counts.shape[1])) - set(majority.tolist()))
         if missing:
             notes.append(f"no code mostly draws digit(s) {missing}")
+        rows = self.counts.sum(axis=1).clip(min=1)
+        for k, (digit, purity) in enumerate(zip(self.digit_of_code, self.purity())):
+            if majority[k] != digit or purity >= MIXED_BELOW:
+                continue  # mostly another digit: the checks above are about that
+            share = self.counts[k] / rows[k]
+            other = max((d for d in range(len(share)) if d != digit), key=lambda d: share[d])
+            notes.append(f"code {k} draws its digit {digit} in only {purity:.0%} of samples and {other} "
+                         f"in {share[other]:.0%}")
         return notes
 
     def to_dict(self) -> dict:

@@ -197,6 +197,15 @@ class Writer:
               Figure([self.draw("eval_curves", fig.eval_figure(self.runs))],
                      ["Evaluations during training (200 samples per code, after every epoch); a star marks the "
                       "evaluate stage's figure. The dashed line is the FLD between two sets of real test digits."]))
+        mixed = [f"{r.variant} seed {r.seed} ({100 * r.final(names.MIN_CODE_PURITY):.0f}%)" for r in self.runs
+                 if r.final(names.MIN_CODE_PURITY) < metrics.MIXED_BELOW]
+        if mixed:
+            d.add(Text(f"Codes that draw two digits: in {', '.join(mixed)}, at least one code draws its own digit in "
+                       f"under {100 * metrics.MIXED_BELOW:.0f}% of its samples (the figure in brackets: the worst "
+                       "code's share), so asking for that digit often gives another. Where two codes share the same "
+                       "two digits and z decides between them, each column of a demo gets one of the two wrong and "
+                       "still passes: the demo grade does not see it. The evaluate stage names the codes and digits "
+                       "(eval/mapping.json)."))
 
     def continuous_codes(self) -> None:
         """The paper's continuous codes, for runs trained with them: what each code does to the

@@ -66,7 +66,7 @@ def test_report_from_smoke_runs_is_a_typeset_document_with_every_figure(home, th
     client = MlflowClient()
     mixed = [client.get_run(r).data.metrics.get("eval/min_code_purity", 1.0) < 0.8 for r in three_runs]
     assert any(mixed)  # smoke runs are too short to give every code one digit
-    sentence = next(line for line in md.splitlines() if "Codes that draw two digits: in " in line)
+    sentence = next(line for line in md.splitlines() if "Codes that draw more than one digit: in " in line)
     assert sentence.split(", at least one code")[0].count(" seed ") == sum(mixed)  # each mixed run named once
     assert "L_G = −E[log D(G(z,c))]" in md and "cal(L)_G^\"NS\" = -EE_(z, c) [log D(G(z, c))]" in typ
 

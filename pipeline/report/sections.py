@@ -200,7 +200,7 @@ class Writer:
         mixed = [f"{r.variant} seed {r.seed} ({100 * r.final(names.MIN_CODE_PURITY):.0f}%)" for r in self.runs
                  if r.final(names.MIN_CODE_PURITY) < metrics.MIXED_BELOW]
         if mixed:
-            d.add(Text(f"Codes that draw two digits: in {', '.join(mixed)}, at least one code draws its own digit in "
+            d.add(Text(f"Codes that draw more than one digit: in {', '.join(mixed)}, at least one code draws its own digit in "
                        f"under {100 * metrics.MIXED_BELOW:.0f}% of its samples (the figure in brackets: the worst "
                        "code's share), so asking for that digit often gives another. Where two codes share the same "
                        "two digits and z decides between them, each column of a demo gets one of the two wrong and "

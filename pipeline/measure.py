@@ -230,7 +230,8 @@ class Evaluator:
 def evaluation_line(epoch: int, measured: dict[str, float], continuous_codes: int) -> str:
     """The one line an epoch's evaluation prints."""
     return (f"epoch {epoch} evaluation: generated accuracy {measured[names.GEN_ACCURACY]:.3f}, "
-            f"Q accuracy {measured[names.Q_ACCURACY]:.3f}, demo min {measured[names.DEMO_SCORE_MIN]:.0f}/10"
+            f"Q accuracy {measured[names.Q_ACCURACY]:.3f}, demo min {measured[names.DEMO_SCORE_MIN]:.0f}/10, "
+            f"min code purity {measured[names.MIN_CODE_PURITY]:.2f}"
             + (f", FLD {measured[names.FLD]:.1f}" if names.FLD in measured else "")
             + "".join(f", c{k} ~ slant {measured[names.continuous_effect(k, 'slant')]:+.2f} / width "
                       f"{measured[names.continuous_effect(k, 'width')]:+.2f}" for k in range(1, continuous_codes + 1)))

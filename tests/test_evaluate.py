@@ -34,6 +34,15 @@ def test_training_logs_eval_metrics_each_epoch(smoke_run, smoke_overrides):
     assert len(client.search_runs([client.get_experiment_by_name("classifier").experiment_id])) == 1
 
 
+def test_the_epoch_line_shows_the_worst_codes_purity_where_the_demo_grade_misses_a_mix():
+    from pipeline import measure, names
+
+    measured = {names.GEN_ACCURACY: 0.922, names.Q_ACCURACY: 0.883, names.DEMO_SCORE_MIN: 10.0,
+                names.MIN_CODE_PURITY: 0.543}
+    assert measure.evaluation_line(2, measured, 0) == ("epoch 2 evaluation: generated accuracy 0.922, Q accuracy "
+                                                       "0.883, demo min 10/10, min code purity 0.54")
+
+
 def test_evaluate_logs_metrics_mapping_and_figures_to_the_training_run(smoke_run, capsys):
     assert cli.main(["generate", "--run-id", smoke_run, "--digit", "7", "--out", "x.png"]) == 2
     assert "run `infogan evaluate --run-id" in capsys.readouterr().err

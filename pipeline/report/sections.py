@@ -12,7 +12,7 @@ from .. import metrics, names
 from . import figures as fig
 from .collect import RunData, read_png, variants
 from .document import Document, Figure, Formula, Heading, Prose, Table, Text
-from .wording import ARCH_NAMES, CHOICES, SETTINGS, num
+from .wording import ARCH_NAMES, CHOICES, SETTINGS, mixed_codes, num
 
 
 class Writer:
@@ -200,12 +200,7 @@ class Writer:
         mixed = [f"{r.variant} seed {r.seed} ({100 * r.final(names.MIN_CODE_PURITY):.0f}%)" for r in self.runs
                  if r.final(names.MIN_CODE_PURITY) < metrics.MIXED_BELOW]
         if mixed:
-            d.add(Text(f"Codes that draw more than one digit: in {', '.join(mixed)}, at least one code draws its own digit in "
-                       f"under {100 * metrics.MIXED_BELOW:.0f}% of its samples (the figure in brackets: the worst "
-                       "code's share), so asking for that digit often gives another. Where two codes share the same "
-                       "two digits and z decides between them, each column of a demo gets one of the two wrong and "
-                       "still passes: the demo grade does not see it. The evaluate stage names the codes and digits "
-                       "(eval/mapping.json)."))
+            d.add(Text(mixed_codes(mixed, metrics.MIXED_BELOW)))
 
     def continuous_codes(self) -> None:
         """The paper's continuous codes, for runs trained with them: what each code does to the

@@ -80,3 +80,13 @@ def num(text, digits: int = 3) -> str:
     except (TypeError, ValueError):
         return str(text)
     return "–" if math.isnan(value) else f"{value:.{digits}g}"
+
+
+def mixed_codes(runs: list[str], below: float) -> str:
+    """The sentence naming ``runs`` ("experiment seed s (worst code's share)") in which a code
+    draws its own digit in under ``below`` of its samples."""
+    return (f"Codes that draw more than one digit: in {', '.join(runs)}, at least one code draws its own digit in "
+            f"under {100 * below:.0f}% of its samples (the figure in brackets: the worst code's share), so asking "
+            "for that digit often gives another. Where two codes share the same two digits and z decides between "
+            "them, each column of a demo gets one of the two wrong and still passes: the demo grade does not see "
+            "it. The evaluate stage names the codes and digits (eval/mapping.json).")

@@ -197,8 +197,8 @@ class Writer:
               Figure([self.draw("eval_curves", fig.eval_figure(self.runs))],
                      ["Evaluations during training (200 samples per code, after every epoch); a star marks the "
                       "evaluate stage's figure. The dashed line is the FLD between two sets of real test digits."]))
-        mixed = [f"{r.variant} seed {r.seed} ({100 * r.final(names.MIN_CODE_PURITY):.0f}%)" for r in self.runs
-                 if r.final(names.MIN_CODE_PURITY) < metrics.MIXED_BELOW]
+        worst = [(r, r.final(names.MIN_CODE_PURITY)) for r in self.runs]
+        mixed = [f"{r.variant} seed {r.seed} ({100 * purity:.0f}%)" for r, purity in worst if purity < metrics.MIXED_BELOW]
         if mixed:
             d.add(Text(mixed_codes(mixed, metrics.MIXED_BELOW)))
 

@@ -6,7 +6,8 @@ apart, which is what Q learned to read instead of the digit.
     .venv/bin/python benchmarks/code_styles.py RUN_ID [RUN_ID ...] [--samples 1000] [--all]
 
 Reads each run's checkpoint (local or logged) and the cached reference classifier; trains
-nothing. Without --all, only codes whose most frequent digit is under 80% of their samples.
+nothing. Without --all, only codes whose own digit (as `evaluate` maps them) is under 80% of
+their samples.
 """
 from __future__ import annotations
 
@@ -19,30 +20,33 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline import latents, metrics, reference, runs  # noqa: E402
+from pipeline import measure, metrics, reference, runs  # noqa: E402
 from pipeline.data import as_tensors, prepare  # noqa: E402
 
 
 def code_rows(run_id: str, samples: int, every_code: bool) -> list[tuple]:
-    """(code, digit, share of the code's samples, mean width, mean slant) for the top two digits."""
+    """(code, digit, share of the code's samples, mean width, mean slant) for the top two digits
+    of each code whose own digit (the evaluate stage's mapping) is under ``metrics.MIXED_BELOW``
+    of its samples, or of every code."""
     trained = runs.load_run(run_id, log=lambda _: None)
     arrays, info = prepare(trained.cfg.data, log=lambda _: None)
     tensors = as_tensors(arrays, torch.device("cpu"))
     classifier, _, _ = reference.get_classifier(trained.cfg, tensors, info.sha256, log=lambda _: None)
-    generator = torch.Generator().manual_seed(trained.cfg.seed)
+    g = trained.g
+    c = torch.arange(g.code_dim).repeat_interleave(samples)
+    z = torch.randn(c.shape[0], g.noise_dim, generator=torch.Generator().manual_seed(trained.cfg.seed))
+    images = measure.generate(g, z, c)
+    digits = reference.predict(classifier, images).numpy()
+    mapping = metrics.map_codes(c.numpy(), digits, g.code_dim)
+    pixels = images.squeeze(1).numpy()
+    width, slant = metrics.stroke_width(pixels), metrics.slant_degrees(pixels)
     rows = []
-    for code in range(trained.g.code_dim):
-        z = torch.randn(samples, trained.g.noise_dim, generator=generator)
-        with torch.no_grad():
-            images = trained.g(z, latents.one_hot(torch.full((samples,), code), trained.g.code_dim))
-        digits = reference.predict(classifier, images).numpy()
-        counts = np.bincount(digits, minlength=10)
-        if counts.max() >= metrics.MIXED_BELOW * samples and not every_code:
+    for code, purity in enumerate(mapping.purity()):
+        if purity >= metrics.MIXED_BELOW and not every_code:
             continue
-        pixels = images.squeeze(1).numpy()
-        width, slant = metrics.stroke_width(pixels), metrics.slant_degrees(pixels)
+        counts = mapping.counts[code]
         for digit in np.argsort(-counts)[:2]:
-            drawn = digits == digit
+            drawn = (c.numpy() == code) & (digits == digit)
             if drawn.any():
                 rows.append((code, int(digit), counts[digit] / samples, width[drawn].mean(), slant[drawn].mean()))
     return rows

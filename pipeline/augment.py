@@ -1,4 +1,5 @@
-"""Random small affine transforms of image batches (rotation, isotropic scaling, shift).
+"""Random small changes of image batches that keep a digit's identity: affine transforms
+(rotation, isotropic scaling, shift) and thicker or thinner strokes.
 
 Differentiable (``grid_sample``), so gradients reach whatever made the images: the reference
 classifier trains on them, and InfoGAN's info term can read the code back from transformed
@@ -31,3 +32,14 @@ def random_affine(x: torch.Tensor, generator: torch.Generator, max_degrees: floa
     theta[:, :, 2] = uniform(b, 2) * (2 * max_shift_px / h)  # grid units: the image spans [-1, 1]
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, align_corners=False)
+
+
+def random_stroke_width(x: torch.Tensor, generator: torch.Generator, max_blend: float) -> torch.Tensor:
+    """Each image of ``x`` (bright strokes on a dark ground) blended towards its 3x3 dilation
+    (thicker strokes) or erosion (thinner) by a weight drawn uniformly from [-max_blend,
+    max_blend]; max_blend 1 is about one pixel of stroke width either way."""
+    weight = (torch.rand(x.shape[0], generator=generator, device=generator.device) * 2 - 1).to(x.device)
+    weight = (weight * max_blend).view(-1, 1, 1, 1).to(x.dtype)
+    thicker = F.max_pool2d(x, 3, stride=1, padding=1)
+    thinner = -F.max_pool2d(-x, 3, stride=1, padding=1)
+    return x + weight.clamp(min=0) * (thicker - x) + (-weight).clamp(min=0) * (thinner - x)

@@ -169,6 +169,7 @@ class Loop:
         if resume is None:
             tracker.log_params({"precision_used": self.precision})
         self.info_view = step.q_view(self.state.rng) if tcfg.info_augment else None
+        self.real_view = step.real_q_view(self.state.rng) if tcfg.real_consistency else None
         if arrays is None:
             arrays, _ = prepare(cfg.data, log=log)
         self.train_x = as_tensors(arrays, self.device, cfg.data.train_subset)["train_x"]
@@ -232,7 +233,8 @@ class Loop:
         stats = step.train_step(s.g, s.d, s.opt, x, z, c, tcfg.code_weight, tcfg.g_loss,
                                 tcfg.info_trains_d_trunk, step.joint_share(tcfg), self.info_view,
                                 lambda: hardware.autocast(self.precision, device), d_input,
-                                u, tcfg.continuous_weight, seeking, tcfg.mode_seeking_cap)
+                                u, tcfg.continuous_weight, seeking, tcfg.mode_seeking_cap, self.real_view,
+                                tcfg.real_consistency)
         if tcfg.mode_seeking and not seeking:  # its curve reads 0 until the term starts
             stats[names.MODE_SEEKING] = torch.zeros((), device=device)
         s.acc.add(stats)

@@ -44,3 +44,12 @@ def info_loss_continuous(means: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     Gaussians N(means, 1) without its constant, 1/2 (u - mean)^2 summed over the K codes and
     averaged over the batch (openai/InfoGAN's fixed-std continuous codes)."""
     return 0.5 * (u - means).pow(2).sum(dim=1).mean()
+
+
+def pseudo_label_loss(view_logits: torch.Tensor, plain_logits: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Cross-entropy of Q's logits on changed copies of images against the code Q gives the
+    plain images, counting only images where that code's probability is at least ``threshold``
+    (FixMatch's pseudo-labels); averaged over the whole batch, so it is 0 while Q is unsure."""
+    confidence, code = torch.softmax(plain_logits.detach(), dim=1).max(dim=1)
+    per_image = F.cross_entropy(view_logits, code, reduction="none")
+    return (per_image * (confidence >= threshold)).mean()

@@ -10,6 +10,8 @@ LOSS_D = "loss/d"
 LOSS_G = "loss/g"
 LOSS_INFO = "loss/info"
 LOSS_INFO_CONT = "loss/info_cont"  # only for a model with continuous codes
+# only with train.real_consistency: Q's pseudo-label loss on changed copies of real digits
+LOSS_INFO_REAL = "loss/info_real"
 MODE_SEEKING = "loss/mode_seeking"  # only with train.mode_seeking: the capped reward G maximises (0 before it starts)
 PROB_D_REAL = "prob/d_real"
 PROB_D_FAKE_BEFORE_G = "prob/d_fake_before_g"

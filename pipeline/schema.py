@@ -63,6 +63,12 @@ class TrainConfig:
     # (+-2 px) copy of each fake, so G's codes must differ in what survives that: the digit, not
     # its slant or size. Stops codes splitting one digit by style; one more D trunk pass per step.
     info_augment: bool = True
+    # Weight of a second term for Q, on real digits (0 = off): Q learns to give a copy of a real
+    # digit, rotated, scaled, shifted and with strokes up to half a pixel thicker or thinner, the
+    # code it gives the plain digit with probability >= 0.8 (pseudo-labels, no labels used). Q's
+    # codes then follow what survives those changes on real digits, so G cannot keep two codes
+    # apart by stroke width or slant, each drawing the same two digits. One more D trunk pass.
+    real_consistency: float = 1.0
     # Instance noise: Gaussian noise of this standard deviation (images are in [0, 1]) is added to
     # every image D sees, real and fake, falling linearly to 0 by the end of training. D then
     # cannot win on pixel detail that G cannot draw yet (the handout's G draws 4x4 blocks). 0 = off.

@@ -17,6 +17,12 @@ step backpropagates through the updated D into G without computing D's weight gr
   ``info_view(fake)``, a randomly rotated, scaled and shifted copy, so Q relies on what survives
   such changes (the digit's identity), not on slant, size or position. The G step is unchanged:
   G makes its codes recognisable to that Q. Costs one more trunk pass in the D step.
+- ``real_view`` and ``real_weight`` (``train.real_consistency``): in the D step Q also reads
+  ``real_view(x)``, a copy of each real digit rotated, scaled, shifted and with thicker or thinner
+  strokes, and learns to give it the code it confidently gives the plain digit
+  (``losses.pseudo_label_loss``). No labels: Q's own codes on real digits become ones that
+  survive such changes, so G cannot keep two codes apart by stroke width or slant alone (two
+  codes each drawing two digits, told apart by style). Costs one more trunk pass in the D step.
 - ``d_input`` (``train.instance_noise``): what D sees of every image, real and fake, in both
   steps: the images with fresh Gaussian noise added, so D cannot win on pixel detail that G cannot
   draw yet. The G step reads D on the same noisy fake it was trained against.
@@ -45,6 +51,11 @@ from . import augment, latents, losses, models, names
 
 # Q's view of a fake under train.info_augment: digits keep their identity under these.
 INFO_AUGMENT = {"max_degrees": 15.0, "max_scale": 0.15, "max_shift_px": 2.0}
+# Q's view of a real digit under train.real_consistency: the same, and strokes up to half a 3x3
+# dilation thicker or erosion thinner (about half a pixel either way).
+REAL_STROKE_BLEND = 0.5
+# Real digits whose code Q gives with at least this probability teach Q their changed copies.
+REAL_CONFIDENCE = 0.8
 Images = Callable[[torch.Tensor], torch.Tensor]
 
 
@@ -91,6 +102,12 @@ def joint_share(tcfg) -> float:
 def q_view(rng: torch.Generator) -> Callable[[torch.Tensor], torch.Tensor]:
     """The ``info_view`` of ``train_step`` under ``train.info_augment``, drawing from ``rng``."""
     return lambda images: augment.random_affine(images, rng, **INFO_AUGMENT)
+
+
+def real_q_view(rng: torch.Generator) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The ``real_view`` of ``train_step`` under ``train.real_consistency``, drawing from ``rng``."""
+    return lambda images: augment.random_stroke_width(
+        augment.random_affine(images, rng, **INFO_AUGMENT), rng, REAL_STROKE_BLEND)
 
 
 def lr_scale(step: int, total_steps: int, decay_steps: int) -> float:
@@ -198,19 +215,22 @@ class Batch:
         return d.trunk(images)
 
     def views(self, d: models.Discriminator, images: torch.Tensor,
-              real: bool) -> list[tuple[float, Optional[torch.Tensor], torch.Tensor, torch.Tensor]]:
-        """(weight, D's logits on the reals or None, on ``images``, the features of ``images``) for
-        the joint view and the separate one, each where its weight is above 0; joint first."""
+              real: bool) -> list[tuple[float, Optional[torch.Tensor], torch.Tensor, torch.Tensor,
+                                        Optional[torch.Tensor]]]:
+        """(weight, D's logits on the reals or None, on ``images``, the features of ``images``, of
+        the reals or None) for the joint view and the separate one, each where its weight is above
+        0; joint first."""
         out = []
         if self.joint:
             h = d.trunk(torch.cat([self.x, images]))
             logits = d.head(h).squeeze(1).float()
             n = self.x.shape[0]
-            out.append((self.joint, logits[:n] if real else None, logits[n:], h[n:]))
+            out.append((self.joint, logits[:n] if real else None, logits[n:], h[n:], h[:n] if real else None))
         if self.joint < 1:
-            d_real = d.head(d.trunk(self.x)).squeeze(1).float() if real else None
+            h_real = d.trunk(self.x) if real else None
+            d_real = d.head(h_real).squeeze(1).float() if real else None
             h = d.trunk(images)
-            out.append((1.0 - self.joint, d_real, d.head(h).squeeze(1).float(), h))
+            out.append((1.0 - self.joint, d_real, d.head(h).squeeze(1).float(), h, h_real))
         return out
 
 
@@ -220,29 +240,33 @@ def train_step(g: models.Generator, d: models.Discriminator, opt: Optimisers, x:
                precision: Callable[[], ContextManager] = contextlib.nullcontext,
                d_input: Optional[Images] = None, u: Optional[torch.Tensor] = None,
                continuous_weight: float = 1.0, seeking: float = 0.0,
-               seeking_cap: float = 0.2) -> dict[str, torch.Tensor]:
+               seeking_cap: float = 0.2, real_view: Optional[Images] = None,
+               real_weight: float = 0.0) -> dict[str, torch.Tensor]:
     """One InfoGAN iteration on real batch ``x`` with latents (z, c[, u]): the D step, then the G
     step (see the module's docstring for the options). Returns detached scalars, never logs."""
     with precision():
         plain = g(z, latents.one_hot(c, g.code_dim), u)
     x, fake = (x, plain) if d_input is None else (d_input(x), d_input(plain))
     batch = Batch(x, fake, c, u, float(joint_batch) if d.batch_norm else 0.0, z, plain)
-    stats = d_step(d, opt, batch, code_weight, continuous_weight, info_trains_d_trunk, info_view, precision)
+    stats = d_step(d, opt, batch, code_weight, continuous_weight, info_trains_d_trunk, info_view, precision,
+                   real_view, real_weight)
     stats.update(g_step(g, d, opt, batch, code_weight, continuous_weight, g_loss_kind, precision,
                         seeking, seeking_cap))
-    return {key: stats[key] for key in (*names.STEP_METRICS, names.LOSS_INFO_CONT, names.MODE_SEEKING)
+    return {key: stats[key] for key in (*names.STEP_METRICS, names.LOSS_INFO_CONT, names.LOSS_INFO_REAL,
+                                        names.MODE_SEEKING)
             if key in stats}
 
 
 def d_step(d: models.Discriminator, opt: Optimisers, batch: Batch, code_weight: float, continuous_weight: float,
-           info_trains_d_trunk: bool, info_view: Optional[Images],
-           precision: Callable[[], ContextManager]) -> dict[str, torch.Tensor]:
+           info_trains_d_trunk: bool, info_view: Optional[Images], precision: Callable[[], ContextManager],
+           real_view: Optional[Images] = None, real_weight: float = 0.0) -> dict[str, torch.Tensor]:
     """D: real -> 1, fake -> 0; Q learns to read c back from the fake (openai/InfoGAN puts the info
-    term in D's objective; ``info_trains_d_trunk`` decides whether it may shape D's trunk too)."""
+    term in D's objective; ``info_trains_d_trunk`` decides whether it may shape D's trunk too) and,
+    with ``real_weight`` > 0, to give changed real digits the codes it gives the plain ones."""
     fake, c, u = batch.fake.detach(), batch.c, batch.u
     with precision():
         views = batch.views(d, fake, real=True)
-        _, d_real, d_fake, h_fake = views[0]
+        _, d_real, d_fake, h_fake, h_real = views[0]
         h_plain = h_fake if info_trains_d_trunk else h_fake.detach()
         h_view = h_plain
         if info_view is not None:
@@ -251,16 +275,27 @@ def d_step(d: models.Discriminator, opt: Optimisers, batch: Batch, code_weight: 
         q_logits, q_means = d.read_codes(h_view)
         if u is not None and info_view is not None:
             q_means = d.read_codes(h_plain)[1]
-    loss_d = sum(weight * losses.d_loss(on_real, on_fake) for weight, on_real, on_fake, _ in views)
+        if real_weight > 0:
+            with torch.no_grad():
+                plain_logits = d.read_codes(h_real)[0]
+            h_changed = batch.features(d, real_view(batch.x))
+            changed_logits = d.read_codes(h_changed if info_trains_d_trunk else h_changed.detach())[0]
+    loss_d = sum(weight * losses.d_loss(on_real, on_fake) for weight, on_real, on_fake, *_ in views)
     info_d = losses.info_loss(q_logits.float(), c)
     if u is not None:
         info_d = info_d + continuous_weight * losses.info_loss_continuous(q_means.float(), u)
+    total = loss_d + code_weight * info_d
+    stats = {}
+    if real_weight > 0:
+        loss_real = losses.pseudo_label_loss(changed_logits.float(), plain_logits.float(), REAL_CONFIDENCE)
+        total = total + real_weight * loss_real
+        stats[names.LOSS_INFO_REAL] = loss_real.detach()
     opt.d.zero_grad(set_to_none=True)
     opt.q.zero_grad(set_to_none=True)
-    (loss_d + code_weight * info_d).backward()
+    total.backward()
     opt.d.step()
     opt.q.step()
-    return {names.LOSS_D: loss_d.detach(), names.PROB_D_REAL: torch.sigmoid(d_real.detach()).mean(),
+    return {**stats, names.LOSS_D: loss_d.detach(), names.PROB_D_REAL: torch.sigmoid(d_real.detach()).mean(),
             names.PROB_D_FAKE_BEFORE_G: torch.sigmoid(d_fake.detach()).mean()}
 
 
@@ -272,9 +307,9 @@ def g_step(g: models.Generator, d: models.Discriminator, opt: Optimisers, batch:
     with frozen(d):
         with precision():
             views = batch.views(d, batch.fake, real=False)
-            _, _, d_fake_after, h = views[0]
+            _, _, d_fake_after, h, _ = views[0]
             q_logits, q_means = d.read_codes(h)
-        loss_g = sum(weight * losses.g_loss(on_fake, g_loss_kind) for weight, _, on_fake, _ in views)
+        loss_g = sum(weight * losses.g_loss(on_fake, g_loss_kind) for weight, _, on_fake, *_ in views)
         loss_info = losses.info_loss(q_logits.float(), batch.c)
         info_g = loss_info
         if batch.u is not None:
@@ -302,6 +337,7 @@ def g_step(g: models.Generator, d: models.Discriminator, opt: Optimisers, batch:
 def step_metrics(cfg) -> tuple[str, ...]:
     """The names of the scalars a training step logs under this config, in logging order."""
     return (names.STEP_METRICS + ((names.LOSS_INFO_CONT,) if cfg.model.continuous_codes else ())
+            + ((names.LOSS_INFO_REAL,) if cfg.train.real_consistency else ())
             + ((names.MODE_SEEKING,) if cfg.train.mode_seeking else ()))
 
 

@@ -98,7 +98,7 @@ def test_shipped_configs_say_what_they_promise():
         handout = load_config([str(REPO / "configs" / name)])  # the handout's InfoGAN, none of the project's additions
         assert handout.model.arch == "tconv", name
         t = handout.train
-        assert (t.info_augment, t.lr_decay_fraction, t.ema_decay) == (False, 0.0, 0.0), name
+        assert (t.info_augment, t.real_consistency, t.lr_decay_fraction, t.ema_decay) == (False, 0.0, 0.0, 0.0), name
         assert t.lr_d == t.lr_g == t.lr_q == 2e-4, name
     experiments = {p.stem: load_config([str(p)]) for p in (REPO / "configs" / "experiments").glob("*.yaml")}
     assert {c.tracking.experiment for c in experiments.values()} == {"lab-report"}

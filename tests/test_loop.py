@@ -78,12 +78,13 @@ def test_fit_logs_the_step_metrics_every_log_every_steps_and_the_epoch_end(tmp_p
     assert result.step == 2 * STEPS_PER_EPOCH
     step_points = [step for step, m in tracker.metrics if names.LOSS_D in m]
     assert step_points == [2, 4, 6, 8, 10]
-    assert set(tracker.metrics[0][1]) == {*names.STEP_METRICS, names.PERF_IMG_PER_S, names.PERF_THREADS}
+    logged = {*names.STEP_METRICS, names.LOSS_INFO_REAL, names.PERF_IMG_PER_S, names.PERF_THREADS}
+    assert set(tracker.metrics[0][1]) == logged
     epoch_ends = [(step, m[names.PERF_EPOCH]) for step, m in tracker.metrics if names.PERF_EPOCH in m]
     assert epoch_ends == [(5, 1.0), (10, 2.0)]
     assert [(key, step) for key, step, _ in tracker.images] == [(names.SAMPLES, 5), (names.SAMPLES, 10)]
     assert tracker.images[0][2] == (10 * 30 + 2, 10 * 30 + 2, 3)  # ten codes x ten styles, 2-px padding
-    assert set(result.metrics) == {*names.STEP_METRICS, names.PERF_IMG_PER_S, names.PERF_THREADS}
+    assert set(result.metrics) == logged
     assert result.g is not None and result.noise.shape == (10, 4)
 
 

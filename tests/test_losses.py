@@ -35,6 +35,19 @@ def test_info_loss_is_cross_entropy_of_code():
     assert_close(losses.info_loss(q_logits, c), torch.tensor(expected))
 
 
+def test_pseudo_label_loss_counts_only_confident_images_and_trains_only_the_view():
+    # image 0: Q gives code 1 with probability e^3 / (e^3 + 2) = 0.91; image 1: unsure (1/3 each)
+    plain = torch.tensor([[0.0, 3.0, 0.0], [0.0, 0.0, 0.0]], requires_grad=True)
+    view = torch.tensor([[1.0, 0.0, 0.0], [5.0, 0.0, 0.0]], requires_grad=True)
+    loss = losses.pseudo_label_loss(view, plain, threshold=0.8)
+    expected = -math.log(1 / (math.e + 2)) / 2  # image 0's cross-entropy against code 1, over both images
+    assert_close(loss, torch.tensor(expected))
+    loss.backward()
+    assert plain.grad is None  # the plain images' codes are targets, never trained towards the view
+    assert view.grad[1].abs().sum() == 0 and view.grad[0].abs().sum() > 0
+    assert losses.pseudo_label_loss(view, plain, threshold=0.95) == 0
+
+
 @pytest.mark.parametrize("kind", ["non_saturating", "saturating"])
 def test_losses_stay_finite_for_extreme_logits(kind):
     logits = torch.tensor([-1000.0, 1000.0], requires_grad=True)

@@ -1,5 +1,6 @@
-"""One training step: which parameters each loss trains, Q's augmented view, D's instance noise,
-the mode-seeking term, the learning-rate schedule and the moving average of G."""
+"""One training step: which parameters each loss trains, Q's augmented view, Q's term on real
+digits, D's instance noise, the mode-seeking term, the learning-rate schedule and the moving
+average of G."""
 import copy
 import math
 
@@ -8,14 +9,14 @@ import torch
 from torch.testing import assert_close
 
 from conftest import recording_optimisers, same
-from pipeline import augment, latents, losses, models
+from pipeline import augment, latents, losses, models, step
 from pipeline.config import load_config
 from pipeline.step import (INFO_AUGMENT, averaged, lr_scale, make_optimisers, mode_seeking_reward,
                             pair_codes, q_view, set_lr_scale, train_step)
 
 
 def run_step(code_weight: float, trains_trunk: bool, arch: str = "paper", joint: float = 0.0, info_view=None,
-             d_input=None, seeking: float = 0.0):
+             d_input=None, seeking: float = 0.0, real_view=None, real_weight: float = 0.0):
     cfg = load_config([], ["train.batch_size=8", f"model.arch={arch}"])
     torch.manual_seed(0)
     g, d = models.build(cfg.model)
@@ -23,7 +24,8 @@ def run_step(code_weight: float, trains_trunk: bool, arch: str = "paper", joint:
     torch.manual_seed(1)
     x, z, c = torch.rand(8, 1, 28, 28), torch.randn(8, 54), torch.randint(10, (8,))
     stats = train_step(g, d, opt, x, z, c, code_weight, "non_saturating", trains_trunk, joint_batch=joint,
-                       info_view=info_view, d_input=d_input, seeking=seeking)
+                       info_view=info_view, d_input=d_input, seeking=seeking, real_view=real_view,
+                       real_weight=real_weight)
     n_trunk = len(list(d.trunk.parameters()))
     return {"trunk": opt.d.seen[:n_trunk], "head": opt.d.seen[n_trunk:], "q": opt.q.seen, "g": opt.g.seen,
             "d_after_g_step": [p.grad for p in d.trunk.parameters()], "stats": stats}
@@ -94,6 +96,34 @@ def test_g_step_computes_no_weight_gradients_for_d(arch, joint):
     grads = run_step(1.0, True, arch, joint)
     # D's .grad after the whole step is still what the D step produced: the G step added nothing.
     assert same(grads["d_after_g_step"], grads["trunk"])
+
+
+def test_random_stroke_width_keeps_images_at_zero_and_thickens_or_thins_strokes():
+    x = torch.zeros(2, 1, 28, 28)
+    x[:, :, 8:20, 13:15] = 1.0  # a vertical bar two pixels wide
+    rng = torch.Generator().manual_seed(0)
+    assert torch.equal(augment.random_stroke_width(x, rng, 0.0), x)
+    changed = augment.random_stroke_width(x.repeat(32, 1, 1, 1), rng, 1.0)
+    ink = changed.sum(dim=(1, 2, 3))
+    assert ink.max() > x[0].sum() * 1.5 and ink.min() < x[0].sum() * 0.5  # some thicker, some thinner
+    assert changed.min() >= 0 and changed.max() <= 1
+
+
+@pytest.mark.parametrize("arch, joint", LAYOUTS)
+def test_real_consistency_trains_q_and_the_trunk_not_d_head(arch, joint, monkeypatch):
+    """Q's term on changed real digits (train.real_consistency) adds gradients to Q and D's trunk
+    through the real view and leaves D's head alone; it is logged, and 0 while Q is unsure."""
+    rng = torch.Generator().manual_seed(2)
+    plain = run_step(1.0, True, arch, joint)
+    unsure = run_step(1.0, True, arch, joint, real_view=step.real_q_view(rng), real_weight=1.0)
+    assert unsure["stats"]["loss/info_real"] == 0  # an untrained Q is confident about no real digit
+    if arch != "upsample_sn":  # spectral norm's power iteration advances on every pass of the trunk
+        assert same(unsure["q"], plain["q"]) and same(unsure["trunk"], plain["trunk"])
+    monkeypatch.setattr(step, "REAL_CONFIDENCE", 0.0)  # every real digit counts
+    counted = run_step(1.0, True, arch, joint, real_view=step.real_q_view(rng), real_weight=1.0)
+    assert counted["stats"]["loss/info_real"] > 0
+    assert not same(counted["q"], plain["q"]) and not same(counted["trunk"], plain["trunk"])
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(counted["head"], plain["head"]))
 
 
 def test_random_affine_is_the_identity_at_zero_strength_and_moves_pixels_otherwise():

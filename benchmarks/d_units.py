@@ -21,7 +21,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline import data, hardware, latents, models, step  # noqa: E402
+from pipeline import augment, data, hardware, latents, models, step  # noqa: E402
 from pipeline.config import load_config  # noqa: E402
 
 CHECKPOINTS = (0, 50, 150, 300, 600, 1200)
@@ -70,7 +70,8 @@ def main() -> None:
         add_biases(d.trunk)
     opt = step.make_optimisers(g, d, t)
     rng = torch.Generator().manual_seed(cfg.seed + 1)
-    view = step.q_view(rng) if t.info_augment else None
+    view = augment.q_view(rng) if t.info_augment else None
+    real_view = augment.real_q_view(rng) if t.real_consistency else None
     precision = hardware.resolve_precision(t.precision, cpu)
     train_x, bsz = tensors["train_x"], t.batch_size
     probe_real = train_x[:256].float().div(255.0)
@@ -97,7 +98,7 @@ def main() -> None:
         c, seeking = step.seeking_codes(t, c, s, per_epoch)
         step.train_step(g, d, opt, x, z, c, t.code_weight, t.g_loss, t.info_trains_d_trunk, step.joint_share(t),
                         view, lambda: hardware.autocast(precision, cpu), seeking=seeking,
-                        seeking_cap=t.mode_seeking_cap)
+                        seeking_cap=t.mode_seeking_cap, real_view=real_view, real_weight=t.real_consistency)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline import data, latents, measure, models, reference, step  # noqa: E402
+from pipeline import augment, data, latents, measure, models, reference, step  # noqa: E402
 from pipeline.config import load_config  # noqa: E402
 
 SPLIT_AT = 5  # the handout D's trunk: conv, act, conv, norm, act | flatten, linear, norm, act
@@ -72,7 +72,7 @@ class Probe:
         self.opt = step.make_optimisers(self.g, self.d, self.cfg.train)
         self.average = step.averaged(self.g, self.cfg.train.ema_decay)
         self.rng = torch.Generator().manual_seed(a.seed)
-        self.view = None if a.no_info_augment else step.q_view(torch.Generator().manual_seed(a.seed + 1))
+        self.view = None if a.no_info_augment else augment.q_view(torch.Generator().manual_seed(a.seed + 1))
         self.batch = a.batch if self.d.batch_norm else "separate"
         self.real_spread = measure.real_style_spread(self.tensors)
         add_noise = step.noisy(a.instance_noise, self.rng)

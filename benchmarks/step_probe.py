@@ -24,7 +24,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline import data, hardware, latents, measure, models, reference, step  # noqa: E402
+from pipeline import augment, data, hardware, latents, measure, models, reference, step  # noqa: E402
 from pipeline.config import load_config  # noqa: E402
 
 
@@ -69,7 +69,8 @@ def main() -> None:
     opt = step.make_optimisers(g, d, t)
     average = step.averaged(g, t.ema_decay) if t.ema_decay else None
     rng = torch.Generator().manual_seed(cfg.seed + 1)
-    view = step.q_view(rng) if t.info_augment else None
+    view = augment.q_view(rng) if t.info_augment else None
+    real_view = augment.real_q_view(rng) if t.real_consistency else None
     precision = hardware.resolve_precision(t.precision, cpu)
     real_spread = measure.real_style_spread(tensors)
     train_x, bsz = tensors["train_x"], t.batch_size
@@ -92,7 +93,8 @@ def main() -> None:
         noise = step.noisy(step.instance_noise_std(s, total, t.instance_noise), rng)
         stats = step.train_step(g, d, opt, x, z, c, t.code_weight, t.g_loss, t.info_trains_d_trunk,
                                 step.joint_share(t), view, lambda: hardware.autocast(precision, cpu), noise,
-                                seeking=seeking, seeking_cap=t.mode_seeking_cap)
+                                seeking=seeking, seeking_cap=t.mode_seeking_cap, real_view=real_view,
+                                real_weight=t.real_consistency)
         if average is not None:
             average.update_parameters(g)
         for key, value in stats.items():

@@ -64,7 +64,8 @@ def worker(arch: str, variant: str, seconds: float, batch_size: int) -> dict:
 
     from pipeline import hardware, latents, losses, models
     from pipeline.config import load_config
-    from pipeline.step import averaged, joint_share, make_optimisers, q_view, train_step
+    from pipeline.augment import q_view, real_q_view
+    from pipeline.step import averaged, joint_share, make_optimisers, train_step
 
     bsz = 256 if variant == "b256" else batch_size
     if variant == "1thread":
@@ -104,6 +105,7 @@ def worker(arch: str, variant: str, seconds: float, batch_size: int) -> dict:
                     group["fused"], group["foreach"] = None, None
         g_ema = averaged(g, 0.999)
         info_view = q_view(rng)
+        real_view, real_weight = real_q_view(rng), cfg.train.real_consistency
         joint = joint_share(cfg.train)
         if variant in ("compile", "compile_cl"):
             # In place, each part the step calls: G, D's trunk, its head and Q (train_step calls
@@ -114,7 +116,8 @@ def worker(arch: str, variant: str, seconds: float, batch_size: int) -> dict:
         def step():
             z, c = latents.sample(bsz, 54, 10, rng, cpu)
             train_step(g, d, opt, x, z, c, 1.0, "non_saturating", True, joint_batch=joint, info_view=info_view,
-                       precision=lambda: hardware.autocast(precision, cpu))
+                       precision=lambda: hardware.autocast(precision, cpu), real_view=real_view,
+                       real_weight=real_weight)
             g_ema.update_parameters(g)
     share = hardware.ThreadShare(torch.get_num_threads()) if variant == "default" else None
     start = time.perf_counter()

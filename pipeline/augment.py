@@ -1,5 +1,6 @@
 """Random small changes of image batches that keep a digit's identity: affine transforms
-(rotation, isotropic scaling, shift) and thicker or thinner strokes.
+(rotation, isotropic scaling, shift) and thicker or thinner strokes; and the two views of Q that
+the training step takes from them (``q_view`` of a fake, ``real_q_view`` of a real digit).
 
 Differentiable (``grid_sample``), so gradients reach whatever made the images: the reference
 classifier trains on them, and InfoGAN's info term can read the code back from transformed
@@ -8,9 +9,16 @@ fakes (``train.info_augment``).
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
+
+# Q's view of a fake under train.info_augment: digits keep their identity under these.
+INFO_AUGMENT = {"max_degrees": 15.0, "max_scale": 0.15, "max_shift_px": 2.0}
+# Q's view of a real digit under train.real_consistency: the same, and strokes up to half a 3x3
+# dilation thicker or erosion thinner (about half a pixel either way).
+REAL_STROKE_BLEND = 0.5
 
 
 def random_affine(x: torch.Tensor, generator: torch.Generator, max_degrees: float, max_scale: float,
@@ -43,3 +51,13 @@ def random_stroke_width(x: torch.Tensor, generator: torch.Generator, max_blend: 
     thicker = F.max_pool2d(x, 3, stride=1, padding=1)
     thinner = -F.max_pool2d(-x, 3, stride=1, padding=1)
     return x + weight.clamp(min=0) * (thicker - x) + (-weight).clamp(min=0) * (thinner - x)
+
+
+def q_view(rng: torch.Generator) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The ``info_view`` of ``step.train_step`` under ``train.info_augment``, drawing from ``rng``."""
+    return lambda images: random_affine(images, rng, **INFO_AUGMENT)
+
+
+def real_q_view(rng: torch.Generator) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The ``real_view`` of ``step.train_step`` under ``train.real_consistency``, drawing from ``rng``."""
+    return lambda images: random_stroke_width(random_affine(images, rng, **INFO_AUGMENT), rng, REAL_STROKE_BLEND)

@@ -23,7 +23,7 @@ import torch
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from . import checkpoint, faults, hardware, latents, measure, models, names, step
+from . import augment, checkpoint, faults, hardware, latents, measure, models, names, step
 from .config import from_yaml, to_yaml
 from .data import as_tensors, prepare
 from .figures import sample_grid, traversal_grid
@@ -168,8 +168,8 @@ class Loop:
         tracker.set_tags({names.PRECISION: self.precision})
         if resume is None:
             tracker.log_params({"precision_used": self.precision})
-        self.info_view = step.q_view(self.state.rng) if tcfg.info_augment else None
-        self.real_view = step.real_q_view(self.state.rng) if tcfg.real_consistency else None
+        self.info_view = augment.q_view(self.state.rng) if tcfg.info_augment else None
+        self.real_view = augment.real_q_view(self.state.rng) if tcfg.real_consistency else None
         if arrays is None:
             arrays, _ = prepare(cfg.data, log=log)
         self.train_x = as_tensors(arrays, self.device, cfg.data.train_subset)["train_x"]

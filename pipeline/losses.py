@@ -49,7 +49,8 @@ def info_loss_continuous(means: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
 def pseudo_label_loss(view_logits: torch.Tensor, plain_logits: torch.Tensor, threshold: float) -> torch.Tensor:
     """Cross-entropy of Q's logits on changed copies of images against the code Q gives the
     plain images, counting only images where that code's probability is at least ``threshold``
-    (FixMatch's pseudo-labels); averaged over the whole batch, so it is 0 while Q is unsure."""
-    confidence, code = torch.softmax(plain_logits.detach(), dim=1).max(dim=1)
-    per_image = F.cross_entropy(view_logits, code, reduction="none")
+    (FixMatch's pseudo-labels); averaged over the whole batch, so it is 0 while Q is unsure.
+    Computed in fp32 whatever precision the logits come in."""
+    confidence, code = torch.softmax(plain_logits.detach().float(), dim=1).max(dim=1)
+    per_image = F.cross_entropy(view_logits.float(), code, reduction="none")
     return (per_image * (confidence >= threshold)).mean()

@@ -1,6 +1,6 @@
 """One InfoGAN iteration and what it needs: the optimisers, the learning-rate schedule, G's
-moving average, Q's augmented view of a fake, D's instance noise, and the running means of the
-step's scalars between two logging points. Nothing here logs or knows about runs.
+moving average, D's instance noise, and the running means of the step's scalars between two
+logging points (Q's views of fakes and real digits: ``augment``). Nothing here logs or knows runs.
 
 One fake batch serves both halves of a step: G runs once, the D step reads it detached, the G
 step backpropagates through the updated D into G without computing D's weight gradients.
@@ -17,12 +17,10 @@ step backpropagates through the updated D into G without computing D's weight gr
   ``info_view(fake)``, a randomly rotated, scaled and shifted copy, so Q relies on what survives
   such changes (the digit's identity), not on slant, size or position. The G step is unchanged:
   G makes its codes recognisable to that Q. Costs one more trunk pass in the D step.
-- ``real_view`` and ``real_weight`` (``train.real_consistency``): in the D step Q also reads
-  ``real_view(x)``, a copy of each real digit rotated, scaled, shifted and with thicker or thinner
-  strokes, and learns to give it the code it confidently gives the plain digit
-  (``losses.pseudo_label_loss``). No labels: Q's own codes on real digits become ones that
-  survive such changes, so G cannot keep two codes apart by stroke width or slant alone (two
-  codes each drawing two digits, told apart by style). Costs one more trunk pass in the D step.
+- ``real_view``, ``real_weight`` (``train.real_consistency``): in the D step Q also learns to give
+  ``real_view(x)``, each real digit moved and thickened or thinned, the code it confidently gives
+  the plain digit (``losses.pseudo_label_loss``; no labels), so G cannot keep two codes apart by
+  stroke width or slant alone. Costs one more trunk pass in the D step.
 - ``d_input`` (``train.instance_noise``): what D sees of every image, real and fake, in both
   steps: the images with fresh Gaussian noise added, so D cannot win on pixel detail that G cannot
   draw yet. The G step reads D on the same noisy fake it was trained against.
@@ -47,13 +45,8 @@ from typing import Callable, ContextManager, Iterator, Optional
 import torch
 from torch.optim.swa_utils import AveragedModel
 
-from . import augment, latents, losses, models, names
+from . import latents, losses, models, names
 
-# Q's view of a fake under train.info_augment: digits keep their identity under these.
-INFO_AUGMENT = {"max_degrees": 15.0, "max_scale": 0.15, "max_shift_px": 2.0}
-# Q's view of a real digit under train.real_consistency: the same, and strokes up to half a 3x3
-# dilation thicker or erosion thinner (about half a pixel either way).
-REAL_STROKE_BLEND = 0.5
 # Real digits whose code Q gives with at least this probability teach Q their changed copies.
 REAL_CONFIDENCE = 0.8
 Images = Callable[[torch.Tensor], torch.Tensor]
@@ -97,17 +90,6 @@ def make_optimisers(g: models.Generator, d: models.Discriminator, tcfg) -> Optim
 def joint_share(tcfg) -> float:
     """``train_step``'s ``joint_batch`` for ``train.real_fake_batch`` (and ``train.joint_weight``)."""
     return {"separate": 0.0, "joint": 1.0}.get(tcfg.real_fake_batch, tcfg.joint_weight)
-
-
-def q_view(rng: torch.Generator) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The ``info_view`` of ``train_step`` under ``train.info_augment``, drawing from ``rng``."""
-    return lambda images: augment.random_affine(images, rng, **INFO_AUGMENT)
-
-
-def real_q_view(rng: torch.Generator) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The ``real_view`` of ``train_step`` under ``train.real_consistency``, drawing from ``rng``."""
-    return lambda images: augment.random_stroke_width(
-        augment.random_affine(images, rng, **INFO_AUGMENT), rng, REAL_STROKE_BLEND)
 
 
 def lr_scale(step: int, total_steps: int, decay_steps: int) -> float:
@@ -275,9 +257,8 @@ def d_step(d: models.Discriminator, opt: Optimisers, batch: Batch, code_weight: 
         q_logits, q_means = d.read_codes(h_view)
         if u is not None and info_view is not None:
             q_means = d.read_codes(h_plain)[1]
-        if real_weight > 0:
-            with torch.no_grad():
-                plain_logits = d.read_codes(h_real)[0]
+        if real_weight > 0:  # Q's codes for the plain reals (the targets) and for changed copies
+            plain_logits = d.read_codes(h_real.detach())[0]
             h_changed = batch.features(d, real_view(batch.x))
             changed_logits = d.read_codes(h_changed if info_trains_d_trunk else h_changed.detach())[0]
     loss_d = sum(weight * losses.d_loss(on_real, on_fake) for weight, on_real, on_fake, *_ in views)
@@ -287,16 +268,16 @@ def d_step(d: models.Discriminator, opt: Optimisers, batch: Batch, code_weight: 
     total = loss_d + code_weight * info_d
     stats = {}
     if real_weight > 0:
-        loss_real = losses.pseudo_label_loss(changed_logits.float(), plain_logits.float(), REAL_CONFIDENCE)
-        total = total + real_weight * loss_real
-        stats[names.LOSS_INFO_REAL] = loss_real.detach()
+        stats[names.LOSS_INFO_REAL] = losses.pseudo_label_loss(changed_logits, plain_logits, REAL_CONFIDENCE)
+        total = total + real_weight * stats[names.LOSS_INFO_REAL]
     opt.d.zero_grad(set_to_none=True)
     opt.q.zero_grad(set_to_none=True)
     total.backward()
     opt.d.step()
     opt.q.step()
-    return {**stats, names.LOSS_D: loss_d.detach(), names.PROB_D_REAL: torch.sigmoid(d_real.detach()).mean(),
-            names.PROB_D_FAKE_BEFORE_G: torch.sigmoid(d_fake.detach()).mean()}
+    stats.update({names.LOSS_D: loss_d, names.PROB_D_REAL: torch.sigmoid(d_real).mean(),
+                  names.PROB_D_FAKE_BEFORE_G: torch.sigmoid(d_fake).mean()})
+    return {key: value.detach() for key, value in stats.items()}
 
 
 def g_step(g: models.Generator, d: models.Discriminator, opt: Optimisers, batch: Batch, code_weight: float,

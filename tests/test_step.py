@@ -11,8 +11,8 @@ from torch.testing import assert_close
 from conftest import recording_optimisers, same
 from pipeline import augment, latents, losses, models, step
 from pipeline.config import load_config
-from pipeline.step import (INFO_AUGMENT, averaged, lr_scale, make_optimisers, mode_seeking_reward,
-                            pair_codes, q_view, set_lr_scale, train_step)
+from pipeline.augment import INFO_AUGMENT, q_view, real_q_view
+from pipeline.step import averaged, lr_scale, make_optimisers, mode_seeking_reward, pair_codes, set_lr_scale, train_step
 
 
 def run_step(code_weight: float, trains_trunk: bool, arch: str = "paper", joint: float = 0.0, info_view=None,
@@ -115,12 +115,12 @@ def test_real_consistency_trains_q_and_the_trunk_not_d_head(arch, joint, monkeyp
     through the real view and leaves D's head alone; it is logged, and 0 while Q is unsure."""
     rng = torch.Generator().manual_seed(2)
     plain = run_step(1.0, True, arch, joint)
-    unsure = run_step(1.0, True, arch, joint, real_view=step.real_q_view(rng), real_weight=1.0)
+    unsure = run_step(1.0, True, arch, joint, real_view=real_q_view(rng), real_weight=1.0)
     assert unsure["stats"]["loss/info_real"] == 0  # an untrained Q is confident about no real digit
     if arch != "upsample_sn":  # spectral norm's power iteration advances on every pass of the trunk
         assert same(unsure["q"], plain["q"]) and same(unsure["trunk"], plain["trunk"])
     monkeypatch.setattr(step, "REAL_CONFIDENCE", 0.0)  # every real digit counts
-    counted = run_step(1.0, True, arch, joint, real_view=step.real_q_view(rng), real_weight=1.0)
+    counted = run_step(1.0, True, arch, joint, real_view=real_q_view(rng), real_weight=1.0)
     assert counted["stats"]["loss/info_real"] > 0
     assert not same(counted["q"], plain["q"]) and not same(counted["trunk"], plain["trunk"])
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(counted["head"], plain["head"]))

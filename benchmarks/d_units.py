@@ -70,8 +70,7 @@ def main() -> None:
         add_biases(d.trunk)
     opt = step.make_optimisers(g, d, t)
     rng = torch.Generator().manual_seed(cfg.seed + 1)
-    view = augment.q_view(rng) if t.info_augment else None
-    real_view = augment.real_q_view(rng) if t.real_consistency else None
+    view, real_view = augment.q_views(t, rng)
     precision = hardware.resolve_precision(t.precision, cpu)
     train_x, bsz = tensors["train_x"], t.batch_size
     probe_real = train_x[:256].float().div(255.0)

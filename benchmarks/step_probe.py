@@ -69,8 +69,7 @@ def main() -> None:
     opt = step.make_optimisers(g, d, t)
     average = step.averaged(g, t.ema_decay) if t.ema_decay else None
     rng = torch.Generator().manual_seed(cfg.seed + 1)
-    view = augment.q_view(rng) if t.info_augment else None
-    real_view = augment.real_q_view(rng) if t.real_consistency else None
+    view, real_view = augment.q_views(t, rng)
     precision = hardware.resolve_precision(t.precision, cpu)
     real_spread = measure.real_style_spread(tensors)
     train_x, bsz = tensors["train_x"], t.batch_size

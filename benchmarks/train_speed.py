@@ -64,7 +64,7 @@ def worker(arch: str, variant: str, seconds: float, batch_size: int) -> dict:
 
     from pipeline import hardware, latents, losses, models
     from pipeline.config import load_config
-    from pipeline.augment import q_view, real_q_view
+    from pipeline.augment import q_views
     from pipeline.step import averaged, joint_share, make_optimisers, train_step
 
     bsz = 256 if variant == "b256" else batch_size
@@ -104,8 +104,7 @@ def worker(arch: str, variant: str, seconds: float, batch_size: int) -> dict:
                 for group in o.param_groups:
                     group["fused"], group["foreach"] = None, None
         g_ema = averaged(g, 0.999)
-        info_view = q_view(rng)
-        real_view, real_weight = real_q_view(rng), cfg.train.real_consistency
+        info_view, real_view = q_views(cfg.train, rng)
         joint = joint_share(cfg.train)
         if variant in ("compile", "compile_cl"):
             # In place, each part the step calls: G, D's trunk, its head and Q (train_step calls
@@ -117,7 +116,7 @@ def worker(arch: str, variant: str, seconds: float, batch_size: int) -> dict:
             z, c = latents.sample(bsz, 54, 10, rng, cpu)
             train_step(g, d, opt, x, z, c, 1.0, "non_saturating", True, joint_batch=joint, info_view=info_view,
                        precision=lambda: hardware.autocast(precision, cpu), real_view=real_view,
-                       real_weight=real_weight)
+                       real_weight=cfg.train.real_consistency)
             g_ema.update_parameters(g)
     share = hardware.ThreadShare(torch.get_num_threads()) if variant == "default" else None
     start = time.perf_counter()

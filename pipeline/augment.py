@@ -9,7 +9,7 @@ fakes (``train.info_augment``).
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -61,3 +61,9 @@ def q_view(rng: torch.Generator) -> Callable[[torch.Tensor], torch.Tensor]:
 def real_q_view(rng: torch.Generator) -> Callable[[torch.Tensor], torch.Tensor]:
     """The ``real_view`` of ``step.train_step`` under ``train.real_consistency``, drawing from ``rng``."""
     return lambda images: random_stroke_width(random_affine(images, rng, **INFO_AUGMENT), rng, REAL_STROKE_BLEND)
+
+
+def q_views(tcfg, rng: torch.Generator) -> tuple[Optional[Callable], Optional[Callable]]:
+    """(``info_view``, ``real_view``) of ``step.train_step`` as a training config asks for them
+    (``train.info_augment``, ``train.real_consistency``), each None where it is off."""
+    return (q_view(rng) if tcfg.info_augment else None, real_q_view(rng) if tcfg.real_consistency else None)

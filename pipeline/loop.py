@@ -168,8 +168,7 @@ class Loop:
         tracker.set_tags({names.PRECISION: self.precision})
         if resume is None:
             tracker.log_params({"precision_used": self.precision})
-        self.info_view = augment.q_view(self.state.rng) if tcfg.info_augment else None
-        self.real_view = augment.real_q_view(self.state.rng) if tcfg.real_consistency else None
+        self.info_view, self.real_view = augment.q_views(tcfg, self.state.rng)
         if arrays is None:
             arrays, _ = prepare(cfg.data, log=log)
         self.train_x = as_tensors(arrays, self.device, cfg.data.train_subset)["train_x"]

@@ -9,14 +9,16 @@ are printed (the machine is shared; neighbours move absolute numbers).
 ``paper`` steps as the default config trains it, ``tconv`` as the lab's configs do (both views of
 D's batch norm, configs/experiments/tconv_ns.yaml). Variants: ``textbook`` (a fresh D forward in the G step with D's weight gradients, fp32, as
 public InfoGAN code trains, with OpenMP as the environment leaves it, not as ``pipeline`` sets
-it); ``default`` (the project's step as ``infogan train`` runs it: Q's augmented view, G's
-average, fused Adam, ``train.precision=auto``, and the share of the cores that
+it); ``default`` (the project's step as ``infogan train`` runs it: Q's augmented view, Q's term
+on real digits where the config has it (``paper``), G's average, fused Adam, ``train.precision=auto``, and the share of the cores that
 ``train.threads=0`` gives a CPU run: it gives up threads to another busy process);
 ``fp32``/``bf16`` (the default step at that precision, on one thread per core whatever else
 runs); ``channels_last``; ``compile`` (``torch.compile`` of G, D's trunk, D's head and Q; its
 compile time is printed apart, to weigh against a whole run); ``compile_cl`` (both);
 ``foreach_adam`` (PyTorch's default Adam kernels in
-place of the fused one); ``b256`` (batch 256);
+place of the fused one); ``b256`` (batch 256); ``no_real_q`` (the step at ``auto`` precision on one
+thread per core, as ``bf16`` is, without Q's term on real digits, ``train.real_consistency=0``:
+beside ``bf16`` it shows what that term costs);
 ``1thread``; ``omp_spin``/``omp_passive``/``omp_default``/``omp_short_spin`` (OpenMP's threads
 spin while they wait, sleep at once, do as libgomp does unless told: spin a while, then sleep,
 or spin only briefly: GOMP_SPINCOUNT=10000). ``--beside``
@@ -36,7 +38,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = ("textbook", "default", "fp32", "bf16", "channels_last", "compile", "compile_cl", "foreach_adam", "b256",
-            "1thread", "omp_spin", "omp_passive", "omp_default", "omp_short_spin")
+            "no_real_q", "1thread", "omp_spin", "omp_passive", "omp_default", "omp_short_spin")
 # OpenMP's wait policy for the omp_* variants, set before torch starts its threads: spin while
 # waiting (ACTIVE), sleep at once (PASSIVE), or libgomp's own default (spin a while, then sleep).
 OMP_WAIT = {"omp_spin": "ACTIVE", "omp_passive": "PASSIVE", "omp_default": None, "omp_short_spin": None}
@@ -72,7 +74,8 @@ def worker(arch: str, variant: str, seconds: float, batch_size: int) -> dict:
         torch.set_num_threads(1)
     # tconv as the lab's runs train it (both views of D's batch norm); paper as the default does.
     files = [str(ROOT / "configs" / "experiments" / "tconv_ns.yaml")] if arch == "tconv" else []
-    cfg = load_config(files, [f"model.arch={arch}", f"train.batch_size={bsz}"])
+    without_real_q = ["train.real_consistency=0"] if variant == "no_real_q" else []
+    cfg = load_config(files, [f"model.arch={arch}", f"train.batch_size={bsz}", *without_real_q])
     torch.manual_seed(0)
     g, d = models.build(cfg.model, literal=variant == "textbook")
     rng = torch.Generator().manual_seed(0)

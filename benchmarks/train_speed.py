@@ -24,6 +24,12 @@ spin while they wait, sleep at once, do as libgomp does unless told: spin a whil
 or spin only briefly: GOMP_SPINCOUNT=10000). ``--beside``
 runs each variant a second time beside an identical second process and reports what the slower
 of the two keeps of the alone figure.
+
+Beside the speed, each row gives the step's work: the FLOPs per image of its matrix products and
+convolutions (PyTorch's FlopCounterMode, forward and backward), that work against the textbook
+loop's, and the FLOP rate it reached; the first line gives a dense matrix product's rate in fp32
+and bf16 on the same threads. A variant can only reach a multiple of the textbook loop's speed
+that its FLOP rate, over the textbook's, outgrows its extra work by.
 """
 from __future__ import annotations
 
@@ -132,8 +138,37 @@ def worker(arch: str, variant: str, seconds: float, batch_size: int) -> dict:
         if share is not None:
             share.tick()
         n += 1
-    return {"img_per_s": n * bsz / (time.perf_counter() - start), "warm_up_s": warm_up,
-            "threads": torch.get_num_threads()}
+    img_per_s = n * bsz / (time.perf_counter() - start)
+    return {"img_per_s": img_per_s, "warm_up_s": warm_up, "threads": torch.get_num_threads(),
+            # Compiled steps run the same products; counting them would trace them again.
+            "flop_per_img": None if "compile" in variant else step_flops(step) / bsz}
+
+
+def step_flops(step) -> float:
+    """FLOPs of one call of ``step``, as PyTorch's FlopCounterMode counts them: its matrix
+    products and convolutions, forward and backward, whatever their precision."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        step()
+    return float(counter.get_total_flops())
+
+
+def matmul_peak(seconds: float = 2.0) -> dict[str, float]:
+    """GFLOP/s of a dense 2048x2048 matrix product in fp32 and in bf16 on this process's threads:
+    roughly the most a step can draw from the CPU at each precision."""
+    import torch
+
+    peak = {}
+    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        a, b = torch.randn(2048, 2048, dtype=dtype), torch.randn(2048, 2048, dtype=dtype)
+        a @ b
+        start, n = time.perf_counter(), 0
+        while time.perf_counter() - start < seconds:
+            a @ b
+            n += 1
+        peak[name] = 2 * 2048 ** 3 * n / (time.perf_counter() - start) / 1e9
+    return peak
 
 
 def measure(arch: str, variant: str, seconds: float, batch_size: int, beside: bool) -> list[dict]:
@@ -172,32 +207,43 @@ def main() -> None:
     print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, batch {args.batch_size}, {args.seconds:g} s x "
           f"{args.rounds} rounds, medians; auto precision here: {hardware.resolve_precision('auto', cpu)} "
           f"({hardware.describe(cpu, 'auto', hardware.resolve_precision('auto', cpu))})", flush=True)
+    peak = matmul_peak()
+    print(f"dense 2048x2048 matrix product here: {peak['fp32']:.0f} GFLOP/s in fp32, {peak['bf16']:.0f} in bf16 "
+          f"({peak['bf16'] / peak['fp32']:.1f}x)", flush=True)
     for arch in args.archs.split(","):
         alone = {v: [] for v in variants}
         beside = {v: [] for v in variants}
         warm = {v: [] for v in variants}
+        work = {}
         for _ in range(args.rounds):
             for v in variants:
                 (result,) = measure(arch, v, args.seconds, args.batch_size, beside=False)
                 alone[v].append(result["img_per_s"])
                 warm[v].append(result["warm_up_s"])
+                work[v] = result["flop_per_img"]
                 if args.beside:
                     pair = measure(arch, v, args.seconds, args.batch_size, beside=True)
                     beside[v].append(min(r["img_per_s"] for r in pair))
-        _table(arch, variants, alone, beside if args.beside else None, warm)
+        _table(arch, variants, alone, beside if args.beside else None, warm, work)
 
 
-def _table(arch: str, variants: list[str], alone: dict, beside, warm: dict) -> None:
+def _table(arch: str, variants: list[str], alone: dict, beside, warm: dict, work: dict) -> None:
     med = {v: statistics.median(alone[v]) for v in variants}
     base = med.get("textbook")
     print(f"\n{arch}")
-    head = "| variant | img/s alone (median) | min..max | vs textbook | warm-up s (3 steps)"
+    head = ("| variant | img/s alone (median) | min..max | vs textbook | MFLOP per image | vs textbook's | "
+            "GFLOP/s | warm-up s (3 steps)")
     head += " | img/s beside a 2nd process (slower of the two) | kept |" if beside else " |"
     print(head)
-    print("|---|---:|---:|---:|---:|" + ("---:|---:|" if beside else ""))
+    print("|---|---:|---:|---:|---:|---:|---:|---:|" + ("---:|---:|" if beside else ""))
     for v in variants:
         row = (f"| {v} | {med[v]:.0f} | {min(alone[v]):.0f}..{max(alone[v]):.0f} | "
                f"{med[v] / base:.2f}x | " if base else f"| {v} | {med[v]:.0f} | {min(alone[v]):.0f}..{max(alone[v]):.0f} | – | ")
+        if work[v] is None:
+            row += "– | – | – | "
+        else:
+            row += f"{work[v] / 1e6:.0f} | " + (f"{work[v] / work['textbook']:.2f}x | " if base else "– | ")
+            row += f"{work[v] * med[v] / 1e9:.0f} | "
         row += f"{statistics.median(warm[v]):.1f} |"
         if beside:
             kept = statistics.median(beside[v])

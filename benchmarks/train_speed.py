@@ -28,8 +28,8 @@ of the two keeps of the alone figure.
 Beside the speed, each row gives the step's work: the FLOPs per image of its matrix products and
 convolutions (PyTorch's FlopCounterMode, forward and backward), that work against the textbook
 loop's, and the FLOP rate it reached; the first line gives a dense matrix product's rate in fp32
-and bf16 on the same threads. A variant can only reach a multiple of the textbook loop's speed
-that its FLOP rate, over the textbook's, outgrows its extra work by.
+and bf16 on the same threads. A variant's multiple of the textbook loop's speed is its FLOP rate
+over the textbook's divided by its work over the textbook's.
 """
 from __future__ import annotations
 

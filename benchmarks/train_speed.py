@@ -18,7 +18,9 @@ compile time is printed apart, to weigh against a whole run); ``compile_cl`` (bo
 ``foreach_adam`` (PyTorch's default Adam kernels in
 place of the fused one); ``b256`` (batch 256); ``no_real_q`` (the step at ``auto`` precision on one
 thread per core, as ``bf16`` is, without Q's term on real digits, ``train.real_consistency=0``:
-beside ``bf16`` it shows what that term costs);
+beside ``bf16`` it shows what that term costs); ``shared_view`` (the step of
+``shared_view_probe.py``: D judges changed copies of real and fake digits, and Q reads them from
+D's two passes, on one thread per core);
 ``1thread``; ``omp_spin``/``omp_passive``/``omp_default``/``omp_short_spin`` (OpenMP's threads
 spin while they wait, sleep at once, do as libgomp does unless told: spin a while, then sleep,
 or spin only briefly: GOMP_SPINCOUNT=10000). ``--beside``
@@ -44,7 +46,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = ("textbook", "default", "fp32", "bf16", "channels_last", "compile", "compile_cl", "foreach_adam", "b256",
-            "no_real_q", "1thread", "omp_spin", "omp_passive", "omp_default", "omp_short_spin")
+            "no_real_q", "shared_view", "1thread", "omp_spin", "omp_passive", "omp_default", "omp_short_spin")
 # OpenMP's wait policy for the omp_* variants, set before torch starts its threads: spin while
 # waiting (ACTIVE), sleep at once (PASSIVE), or libgomp's own default (spin a while, then sleep).
 OMP_WAIT = {"omp_spin": "ACTIVE", "omp_passive": "PASSIVE", "omp_default": None, "omp_short_spin": None}
@@ -75,6 +77,12 @@ def worker(arch: str, variant: str, seconds: float, batch_size: int) -> dict:
     from pipeline.augment import q_views
     from pipeline.step import averaged, joint_share, make_optimisers, train_step
 
+    if variant == "shared_view":  # the step of benchmarks/shared_view_probe.py
+        sys.path.insert(0, str(ROOT / "benchmarks"))
+        import shared_view_probe
+        from pipeline import step as step_module
+
+        step_module.d_step, step_module.g_step = shared_view_probe.d_step, shared_view_probe.g_step
     bsz = 256 if variant == "b256" else batch_size
     if variant == "1thread":
         torch.set_num_threads(1)

@@ -6,8 +6,8 @@ In D's step, with probability p each image of the real batch and of the fake bat
 by a copy changed as `augment.real_q_view` changes real digits (rotated, scaled, shifted, strokes
 thickened or thinned); D's loss, Q's info term (on the changed fakes) and Q's term on real
 digits (changed against plain, `losses.pseudo_label_loss`) read those two passes, and the plain
-real digits' codes come from one forward pass without gradients. G's step reads D and Q on the
-fakes changed the same way. p falls linearly from 1 at the first step to ``--floor`` at
+real digits' codes come from one forward pass without gradients. G's step is the package's, on
+the fakes changed the same way. p falls linearly from 1 at the first step to ``--floor`` at
 ``--anneal-steps`` (the default run's 2,340): D sees plain images more and more, so G's images
 stay sharp, after the codes have formed under the changes. Counts steps from 0 when it starts,
 so a resumed run restarts the schedule.
@@ -18,6 +18,7 @@ so a resumed run restarts the schedule.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from pipeline import augment, cli, losses, names, step  # noqa: E402
 RNG = torch.Generator().manual_seed(4321)
 CHANGE = augment.real_q_view(RNG)
 SCHEDULE = {"step": 0, "floor": 0.2, "anneal_steps": 2340}
+PACKAGE_G_STEP = step.g_step
 
 
 def changed(images: torch.Tensor) -> torch.Tensor:
@@ -63,19 +65,11 @@ def d_step(d, opt, batch, code_weight, continuous_weight, info_trains_d_trunk, i
 
 
 def g_step(g, d, opt, batch, code_weight, continuous_weight, g_loss_kind, precision, seeking=0.0, seeking_cap=0.2):
-    with step.frozen(d):
-        with precision():
-            h = d.trunk(changed(batch.fake))
-            d_fake = d.head(h).squeeze(1).float()
-            q_logits = d.read_codes(h)[0]
-        loss_g = losses.g_loss(d_fake, g_loss_kind)
-        loss_info = losses.info_loss(q_logits.float(), batch.c)
-        opt.g.zero_grad(set_to_none=True)
-        (loss_g + code_weight * loss_info).backward()
-        g_norm = torch.nn.utils.get_total_norm([p.grad for p in g.parameters() if p.grad is not None])
-        opt.g.step()
-    return {names.LOSS_G: loss_g.detach(), names.LOSS_INFO: loss_info.detach(),
-            names.PROB_D_FAKE_AFTER_G: torch.sigmoid(d_fake.detach()).mean(), names.GRAD_G_NORM: g_norm.detach()}
+    """The package's G step on the fakes changed as D's step judged them."""
+    with precision():
+        fakes = changed(batch.fake)
+    return PACKAGE_G_STEP(g, d, opt, dataclasses.replace(batch, fake=fakes), code_weight, continuous_weight,
+                          g_loss_kind, precision, seeking, seeking_cap)
 
 
 def main() -> None:

@@ -21,7 +21,8 @@ def test_the_speed_benchmark_times_each_step_and_counts_q_s_extra_pass(monkeypat
     monkeypatch.setattr(os, "environ", dict(os.environ))
     threads = torch.get_num_threads()
     try:
-        results = {v: train_speed().worker("paper", v, 0.05, 8) for v in ("textbook", "default", "no_real_q")}
+        benchmark = train_speed()
+        results = {v: benchmark.worker("paper", v, 0.05, 8) for v in ("textbook", "default", "no_real_q")}
     finally:
         torch.set_num_threads(threads)  # the default variant may give up threads to a busy neighbour
     assert all(r["img_per_s"] > 0 for r in results.values())

@@ -21,7 +21,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline import augment, data, hardware, latents, models, step  # noqa: E402
+from pipeline import augment, data, hardware, latents, models, optim, step  # noqa: E402
 from pipeline.config import load_config  # noqa: E402
 
 CHECKPOINTS = (0, 50, 150, 300, 600, 1200)
@@ -68,7 +68,7 @@ def main() -> None:
     g, d = models.build(cfg.model)
     if a.biases:
         add_biases(d.trunk)
-    opt = step.make_optimisers(g, d, t)
+    opt = optim.make_optimisers(g, d, t)
     rng = torch.Generator().manual_seed(cfg.seed + 1)
     view, real_view = augment.q_views(t, rng)
     precision = hardware.resolve_precision(t.precision, cpu)
@@ -97,7 +97,9 @@ def main() -> None:
         c, seeking = step.seeking_codes(t, c, s, per_epoch)
         step.train_step(g, d, opt, x, z, c, t.code_weight, t.g_loss, t.info_trains_d_trunk, step.joint_share(t),
                         view, lambda: hardware.autocast(precision, cpu), seeking=seeking,
-                        seeking_cap=t.mode_seeking_cap, real_view=real_view, real_weight=t.real_consistency)
+                        seeking_cap=t.mode_seeking_cap, real_view=real_view, real_weight=t.real_consistency,
+                        d_view=augment.d_view(rng, optim.changed_share(s, a.steps, t.d_augment_floor))
+                        if t.d_augment else None)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline import augment, data, latents, measure, models, reference, step  # noqa: E402
+from pipeline import augment, data, latents, measure, models, optim, reference, step  # noqa: E402
 from pipeline.config import load_config  # noqa: E402
 
 SPLIT_AT = 5  # the handout D's trunk: conv, act, conv, norm, act | flatten, linear, norm, act
@@ -69,13 +69,13 @@ class Probe:
         self.tensors = data.as_tensors(arrays, torch.device("cpu"))
         self.classifier = reference.get_classifier(self.cfg, self.tensors, info.sha256, log=print)[0]
         self.g, self.d = models.build(self.cfg.model)
-        self.opt = step.make_optimisers(self.g, self.d, self.cfg.train)
-        self.average = step.averaged(self.g, self.cfg.train.ema_decay)
+        self.opt = optim.make_optimisers(self.g, self.d, self.cfg.train)
+        self.average = optim.averaged(self.g, self.cfg.train.ema_decay)
         self.rng = torch.Generator().manual_seed(a.seed)
         self.view = None if a.no_info_augment else augment.q_view(torch.Generator().manual_seed(a.seed + 1))
         self.batch = a.batch if self.d.batch_norm else "separate"
         self.real_spread = measure.real_style_spread(self.tensors)
-        add_noise = step.noisy(a.instance_noise, self.rng)
+        add_noise = optim.noisy(a.instance_noise, self.rng)
         self.noisy = add_noise or (lambda images: images)
 
     def trunk(self, x: torch.Tensor, fake: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -147,7 +147,7 @@ def main() -> None:
     probe = Probe(a)
     train_x = probe.tensors["train_x"]
     per_epoch = train_x.shape[0] // a.batch_size
-    decay = step.decay_steps_of(probe.cfg.train, a.steps)
+    decay = optim.decay_steps_of(probe.cfg.train, a.steps)
     sums: dict[str, float] = {}
     start = time.monotonic()
     for s in range(a.steps):
@@ -155,7 +155,7 @@ def main() -> None:
             perm = torch.randperm(train_x.shape[0], generator=probe.rng)
         i = s % per_epoch
         x = train_x[perm[i * a.batch_size:(i + 1) * a.batch_size]].float().div_(255.0)
-        step.set_lr_scale(probe.opt, probe.cfg.train, step.lr_scale(s, a.steps, decay))
+        optim.set_lr_scale(probe.opt, probe.cfg.train, optim.lr_scale(s, a.steps, decay))
         for key, value in probe.step(x, s).items():
             sums[key] = sums.get(key, 0.0) + value
         if (s + 1) % a.eval_every == 0 or s + 1 == a.steps:

@@ -24,7 +24,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline import augment, data, hardware, latents, measure, models, reference, step  # noqa: E402
+from pipeline import augment, data, hardware, latents, measure, models, optim, reference, step  # noqa: E402
 from pipeline.config import load_config  # noqa: E402
 
 
@@ -66,8 +66,8 @@ def main() -> None:
     tensors = data.as_tensors(arrays, cpu)
     classifier = reference.get_classifier(cfg, tensors, info.sha256, log=print)[0]
     g, d = networks(cfg, a.init)
-    opt = step.make_optimisers(g, d, t)
-    average = step.averaged(g, t.ema_decay) if t.ema_decay else None
+    opt = optim.make_optimisers(g, d, t)
+    average = optim.averaged(g, t.ema_decay) if t.ema_decay else None
     rng = torch.Generator().manual_seed(cfg.seed + 1)
     view, real_view = augment.q_views(t, rng)
     precision = hardware.resolve_precision(t.precision, cpu)
@@ -75,7 +75,7 @@ def main() -> None:
     train_x, bsz = tensors["train_x"], t.batch_size
     per_epoch = train_x.shape[0] // bsz
     total = int(a.epochs * per_epoch)
-    decay = step.decay_steps_of(t, total)
+    decay = optim.decay_steps_of(t, total)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     print(json.dumps({"tag": a.tag, "precision": precision, "config": a.config, "overrides": a.overrides}), flush=True)
@@ -88,12 +88,14 @@ def main() -> None:
         z, c = latents.sample(bsz, cfg.model.noise_dim, cfg.model.code_dim, rng, cpu)
         c, seeking = step.seeking_codes(t, c, s, per_epoch)
         if decay:
-            step.set_lr_scale(opt, t, step.lr_scale(s, total, decay))
-        noise = step.noisy(step.instance_noise_std(s, total, t.instance_noise), rng)
+            optim.set_lr_scale(opt, t, optim.lr_scale(s, total, decay))
+        noise = optim.noisy(optim.instance_noise_std(s, total, t.instance_noise), rng)
         stats = step.train_step(g, d, opt, x, z, c, t.code_weight, t.g_loss, t.info_trains_d_trunk,
                                 step.joint_share(t), view, lambda: hardware.autocast(precision, cpu), noise,
                                 seeking=seeking, seeking_cap=t.mode_seeking_cap, real_view=real_view,
-                                real_weight=t.real_consistency)
+                                real_weight=t.real_consistency,
+                                d_view=augment.d_view(rng, optim.changed_share(s, total, t.d_augment_floor))
+                                if t.d_augment else None)
         if average is not None:
             average.update_parameters(g)
         for key, value in stats.items():

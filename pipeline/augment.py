@@ -1,6 +1,7 @@
 """Random small changes of image batches that keep a digit's identity: affine transforms
-(rotation, isotropic scaling, shift) and thicker or thinner strokes; and the two views of Q that
-the training step takes from them (``q_view`` of a fake, ``real_q_view`` of a real digit).
+(rotation, isotropic scaling, shift) and thicker or thinner strokes; and the views the training
+step takes from them (Q's: ``q_view`` of a fake, ``real_q_view`` of a real digit; D's under
+``train.d_augment``: ``d_view``).
 
 Differentiable (``grid_sample``), so gradients reach whatever made the images: the reference
 classifier trains on them, and InfoGAN's info term can read the code back from transformed
@@ -65,5 +66,20 @@ def real_q_view(rng: torch.Generator) -> Callable[[torch.Tensor], torch.Tensor]:
 
 def q_views(tcfg, rng: torch.Generator) -> tuple[Optional[Callable], Optional[Callable]]:
     """(``info_view``, ``real_view``) of ``step.train_step`` as a training config asks for them
-    (``train.info_augment``, ``train.real_consistency``), each None where it is off."""
+    (``train.info_augment``, ``train.real_consistency``), each None where it is off or where
+    ``train.d_augment`` has Q read D's own changed images instead."""
+    if tcfg.d_augment:
+        return None, None
     return (q_view(rng) if tcfg.info_augment else None, real_q_view(rng) if tcfg.real_consistency else None)
+
+
+def d_view(rng: torch.Generator, share: float) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The ``d_view`` of ``step.train_step`` under ``train.d_augment``: each image replaced, with
+    probability ``share``, by a copy changed as ``real_q_view`` changes real digits."""
+    change = real_q_view(rng)
+
+    def view(images: torch.Tensor) -> torch.Tensor:
+        draw = torch.rand(images.shape[0], generator=rng, device=rng.device).to(images.device)
+        return torch.where((draw >= share).view(-1, 1, 1, 1), images, change(images))
+
+    return view

@@ -194,6 +194,14 @@ def _check_ranges(check: _Checker, cfg: DictConfig) -> None:
     if not 0.0 < cfg.train.joint_weight < 1.0:
         check.fail("train.joint_weight", "must be between 0 and 1, both excluded (real_fake_batch=separate "
                    "and joint are its two ends)")
+    if not 0.0 <= cfg.train.d_augment_floor <= 1.0:
+        check.fail("train.d_augment_floor", "must be in [0, 1] (a probability)")
+    if cfg.train.d_augment and cfg.model.continuous_codes:
+        check.fail("train.d_augment", "must be false with model.continuous_codes (add train.d_augment=false, as "
+                   "configs/paper_latent.yaml does): D's changed copies rotate and scale what those codes encode")
+    if cfg.train.d_augment and cfg.train.real_fake_batch != "separate":
+        check.fail("train.d_augment", f"must be false with train.real_fake_batch={cfg.train.real_fake_batch} "
+                   "(add train.d_augment=false): D judges changed copies only with real and fake normalised apart")
     if not 0.0 <= cfg.train.lr_decay_fraction <= 1.0:
         check.fail("train.lr_decay_fraction", "must be in [0, 1] (a fraction of the run)")
     for key in ("train.lr_d", "train.lr_g", "train.lr_q"):
@@ -226,6 +234,8 @@ def from_yaml(text: str) -> DictConfig:
     train = raw.get("train") or {}
     if "lr_decay_epochs" in train:  # stored before the schedule became a fraction of the run
         train["lr_decay_fraction"] = train.pop("lr_decay_epochs") / train.get("epochs", Config().train.epochs)
+    if raw and "d_augment" not in train:  # stored before D judged changed copies: the step it ran
+        raw.setdefault("train", train)["d_augment"] = False
     cfg = _merge(OmegaConf.structured(Config), OmegaConf.create(raw), "stored config", {})
     validate(cfg)
     return cfg
@@ -254,7 +264,7 @@ NOT_HASHED = ("tracking.run_name", "tracking.system_metrics", "tracking.register
 # left out of the hash, so runs made before they existed are still found as the same config.
 ADDED_LATER = {"train.instance_noise": 0.0, "model.continuous_codes": 0, "train.continuous_weight": 1.0,
                "eval.q_test_images": None, "train.mode_seeking": 0.0, "train.mode_seeking_after_epochs": 0.5,
-               "train.mode_seeking_cap": 0.2}
+               "train.mode_seeking_cap": 0.2, "train.d_augment": False, "train.d_augment_floor": 0.2}
 
 
 def config_hash(cfg: DictConfig) -> str:

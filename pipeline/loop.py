@@ -23,7 +23,7 @@ import torch
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from . import augment, checkpoint, faults, hardware, latents, measure, models, names, step
+from . import augment, checkpoint, faults, hardware, latents, measure, models, names, optim, step
 from .config import from_yaml, to_yaml
 from .data import as_tensors, prepare
 from .figures import sample_grid, traversal_grid
@@ -47,7 +47,7 @@ class TrainState:
     """The networks, optimisers, random generators and position of a run: what a checkpoint holds."""
     g: models.Generator
     d: models.Discriminator
-    opt: step.Optimisers
+    opt: optim.Optimisers
     g_ema: Optional[torch.optim.swa_utils.AveragedModel]
     rng: torch.Generator
     noise: torch.Tensor  # the fixed grid's noise vectors
@@ -176,7 +176,7 @@ class Loop:
         per_epoch = n // tcfg.batch_size
         self.steps_per_epoch = per_epoch if tcfg.steps_per_epoch is None else min(tcfg.steps_per_epoch, per_epoch)
         self.total_steps = tcfg.epochs * self.steps_per_epoch
-        self.decay_steps = step.decay_steps_of(tcfg, self.total_steps)
+        self.decay_steps = optim.decay_steps_of(tcfg, self.total_steps)
         if resume is not None:
             self._resume(resume)
         self.logged = Logged.read(tracker, resume is not None, cfg.model.continuous_codes)
@@ -189,10 +189,10 @@ class Loop:
         g, d = models.build(cfg.model) if nets is None else nets
         g.to(device)
         d.to(device)
-        opt = step.make_optimisers(g, d, cfg.train)
+        opt = optim.make_optimisers(g, d, cfg.train)
         rng = torch.Generator(device=device).manual_seed(cfg.seed + 1)
         noise = latents.fixed_noise(N_STYLES, cfg.model.noise_dim, cfg.seed).to(device)
-        g_ema = step.averaged(g, cfg.train.ema_decay) if cfg.train.ema_decay else None
+        g_ema = optim.averaged(g, cfg.train.ema_decay) if cfg.train.ema_decay else None
         return TrainState(g, d, opt, g_ema, rng, noise, step.Accumulator(step.step_metrics(cfg)),
                           to_yaml(cfg), self.tracker.run_id)
 
@@ -203,8 +203,8 @@ class Loop:
         trained_for = from_yaml(resume["config"]).train.epochs
         if trained_for != tcfg.epochs and tcfg.lr_decay_fraction:
             planned = trained_for * self.steps_per_epoch
-            before = step.lr_scale(s.step, planned, step.decay_steps_of(tcfg, planned))
-            after = step.lr_scale(s.step, self.total_steps, self.decay_steps)
+            before = optim.lr_scale(s.step, planned, optim.decay_steps_of(tcfg, planned))
+            after = optim.lr_scale(s.step, self.total_steps, self.decay_steps)
             self.log(f"train.epochs is now {tcfg.epochs} (was {trained_for}): the learning-rate decay spans "
                      f"the last {tcfg.lr_decay_fraction:g} of the new length, so the rates go on at "
                      f"{after:.3g}x their base values instead of {before:.3g}x")
@@ -227,13 +227,16 @@ class Loop:
         c, seeking = step.seeking_codes(tcfg, c, s.step, self.steps_per_epoch)
         u = latents.continuous(bsz, mcfg.continuous_codes, s.rng, device)
         if self.decay_steps:
-            step.set_lr_scale(s.opt, tcfg, step.lr_scale(s.step, self.total_steps, self.decay_steps))
-        d_input = step.noisy(step.instance_noise_std(s.step, self.total_steps, tcfg.instance_noise), s.rng)
+            optim.set_lr_scale(s.opt, tcfg, optim.lr_scale(s.step, self.total_steps, self.decay_steps))
+        d_input = optim.noisy(optim.instance_noise_std(s.step, self.total_steps, tcfg.instance_noise), s.rng)
+        d_view = None
+        if tcfg.d_augment:
+            d_view = augment.d_view(s.rng, optim.changed_share(s.step, self.total_steps, tcfg.d_augment_floor))
         stats = step.train_step(s.g, s.d, s.opt, x, z, c, tcfg.code_weight, tcfg.g_loss,
                                 tcfg.info_trains_d_trunk, step.joint_share(tcfg), self.info_view,
                                 lambda: hardware.autocast(self.precision, device), d_input,
                                 u, tcfg.continuous_weight, seeking, tcfg.mode_seeking_cap, self.real_view,
-                                tcfg.real_consistency)
+                                tcfg.real_consistency, d_view)
         if tcfg.mode_seeking and not seeking:  # its curve reads 0 until the term starts
             stats[names.MODE_SEEKING] = torch.zeros((), device=device)
         s.acc.add(stats)

@@ -69,6 +69,15 @@ class TrainConfig:
     # codes then follow what survives those changes on real digits, so G cannot keep two codes
     # apart by stroke width or slant, each drawing the same two digits. One more D trunk pass.
     real_consistency: float = 1.0
+    # D judges changed copies of the real and the fake digits (rotated, scaled, shifted, strokes
+    # thicker or thinner, as real_consistency changes them): each image is changed with a
+    # probability that falls linearly from 1 at the first step to d_augment_floor 80% into the
+    # run (at the default floor) and stays there. Q's info term and its term on real digits read
+    # D's passes on those images instead of two passes of their own, and G is trained against D
+    # and Q on changed fakes; info_augment then has no effect. The step does the work of a
+    # textbook step. Needs real_fake_batch=separate and no continuous codes.
+    d_augment: bool = True
+    d_augment_floor: float = 0.2
     # Instance noise: Gaussian noise of this standard deviation (images are in [0, 1]) is added to
     # every image D sees, real and fake, falling linearly to 0 by the end of training. D then
     # cannot win on pixel detail that G cannot draw yet (the handout's G draws 4x4 blocks). 0 = off.

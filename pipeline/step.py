@@ -1,6 +1,6 @@
-"""One InfoGAN iteration and what it needs: the optimisers, the learning-rate schedule, G's
-moving average, D's instance noise, and the running means of the step's scalars between two
-logging points (Q's views of fakes and real digits: ``augment``). Nothing here logs or knows runs.
+"""One InfoGAN iteration, and the running means of the step's scalars between two logging
+points (the optimisers and the schedules: ``optim``; Q's and D's views of images: ``augment``).
+Nothing here logs or knows runs.
 
 One fake batch serves both halves of a step: G runs once, the D step reads it detached, the G
 step backpropagates through the updated D into G without computing D's weight gradients.
@@ -32,116 +32,37 @@ step backpropagates through the updated D into G without computing D's weight gr
   different z under one code, computed on the pairs (i, i + n/2) of the batch, which the caller
   gives the same code (``pair_codes``); 0 = off. Capped at ``seeking_cap`` per pair, so G gains
   nothing by drawing noise once its images differ enough.
+- ``d_view`` (``train.d_augment``): D judges ``d_view(x)`` and ``d_view(fake)``, each image
+  replaced by a changed copy with a probability that falls over the run (DiffAugment's idea). Q's
+  info term reads the changed fakes and its term on real digits the changed reals from those two
+  passes, instead of adding a pass each (``info_view`` and ``real_view`` are then unused): the D
+  step does a textbook D step's work plus one forward pass without gradients for the plain reals'
+  codes. The G step reads D and Q on fakes changed the same way. Needs ``joint_batch`` 0 and no
+  continuous codes (those encode the very slant and size the changes alter).
 - ``precision()`` is the context the forward passes run in (``hardware.autocast``: bf16 autocast,
   or nothing); the losses are computed in fp32 from the logits either way.
 """
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, ContextManager, Iterator, Optional
 
 import torch
-from torch.optim.swa_utils import AveragedModel
 
 from . import latents, losses, models, names
+from .optim import Optimisers
 
 # Real digits whose code Q gives with at least this probability teach Q their changed copies.
 REAL_CONFIDENCE = 0.8
 Images = Callable[[torch.Tensor], torch.Tensor]
 
 
-@dataclass
-class Optimisers:
-    d: torch.optim.Optimizer  # D's trunk and head
-    q: torch.optim.Optimizer  # Q's head
-    g: torch.optim.Optimizer
-
-    def state_dict(self) -> dict:
-        return {"d": self.d.state_dict(), "q": self.q.state_dict(), "g": self.g.state_dict()}
-
-    def load_state_dict(self, state: dict) -> None:
-        """Loads a checkpoint's state, keeping this machine's choice of Adam kernel (a checkpoint
-        written with fused Adam resumes where the fused kernel is missing, and the reverse)."""
-        for optimiser, key in ((self.d, "d"), (self.q, "q"), (self.g, "g")):
-            kernels = [(group["fused"], group["foreach"]) for group in optimiser.param_groups]
-            optimiser.load_state_dict(state[key])
-            for group, (fused, foreach) in zip(optimiser.param_groups, kernels):
-                group["fused"], group["foreach"] = fused, foreach
-
-
-# Devices with PyTorch's fused Adam kernel: one kernel over all of a model's parameters instead of
-# several per tensor (the default); the same update, about 1.2x the whole step on a 2-core CPU.
-FUSED_ADAM_DEVICES = ("cpu", "cuda")
-
-
-def make_optimisers(g: models.Generator, d: models.Discriminator, tcfg) -> Optimisers:
-    betas = (tcfg.beta1, tcfg.beta2)
-    d_params = [*d.trunk.parameters(), *d.head.parameters()]
-    fused = next(g.parameters()).device.type in FUSED_ADAM_DEVICES or None
-
-    def adam(params, lr: float) -> torch.optim.Adam:
-        return torch.optim.Adam(params, lr=lr, betas=betas, fused=fused)
-
-    return Optimisers(d=adam(d_params, tcfg.lr_d), q=adam(d.q.parameters(), tcfg.lr_q), g=adam(g.parameters(), tcfg.lr_g))
-
-
 def joint_share(tcfg) -> float:
     """``train_step``'s ``joint_batch`` for ``train.real_fake_batch`` (and ``train.joint_weight``)."""
     return {"separate": 0.0, "joint": 1.0}.get(tcfg.real_fake_batch, tcfg.joint_weight)
-
-
-def lr_scale(step: int, total_steps: int, decay_steps: int) -> float:
-    """The factor on every base learning rate for the iteration after ``step`` completed ones:
-    1, then over the last ``decay_steps`` iterations a linear fall that reaches 1/decay_steps on
-    the last one. A function of the step alone, so a resumed run continues the schedule."""
-    if decay_steps <= 0:
-        return 1.0
-    return min(1.0, (total_steps - step) / decay_steps)
-
-
-def decay_steps_of(tcfg, total_steps: int) -> int:
-    """How many of ``total_steps`` iterations the learning-rate decay spans."""
-    return round(tcfg.lr_decay_fraction * total_steps)
-
-
-def set_lr_scale(opt: Optimisers, tcfg, scale: float) -> None:
-    for optimiser, base in ((opt.d, tcfg.lr_d), (opt.q, tcfg.lr_q), (opt.g, tcfg.lr_g)):
-        for group in optimiser.param_groups:
-            group["lr"] = base * scale
-
-
-def instance_noise_std(step: int, total_steps: int, start: float) -> float:
-    """The standard deviation of the noise added to D's inputs at ``step``: ``start`` at step 0,
-    falling linearly to 0 at the end of training."""
-    return start * max(0.0, 1.0 - step / max(total_steps, 1))
-
-
-def noisy(std: float, rng: torch.Generator) -> Optional[Callable[[torch.Tensor], torch.Tensor]]:
-    """Adds N(0, std^2) noise drawn from ``rng`` to a batch of images; None when std is 0."""
-    if std <= 0:
-        return None
-    return lambda images: images + std * torch.randn(images.shape, generator=rng, device=images.device,
-                                                     dtype=images.dtype)
-
-
-def averaged(net: torch.nn.Module, decay: float) -> AveragedModel:
-    """An exponential moving average of ``net``'s weights and buffers (torch's AveragedModel;
-    call ``update_parameters(net)`` after each step, read ``.module``). After n updates the decay
-    is min(decay, (1 + n) / (10 + n)), so early on the average follows the network closely
-    instead of dragging the random initial weights along."""
-
-    @torch.no_grad()
-    def update(average: list[torch.Tensor], current: list[torch.Tensor], n: torch.Tensor) -> None:
-        if not torch.is_floating_point(average[0]):  # batch norm's step counters
-            for a, c in zip(average, current):
-                a.copy_(c)
-            return
-        weight = 1.0 - torch.clamp((1.0 + n) / (10.0 + n), max=decay)  # stays on the device
-        torch._foreach_lerp_(average, current, weight)
-
-    return AveragedModel(net, multi_avg_fn=update, use_buffers=True)
 
 
 @contextmanager
@@ -223,15 +144,20 @@ def train_step(g: models.Generator, d: models.Discriminator, opt: Optimisers, x:
                d_input: Optional[Images] = None, u: Optional[torch.Tensor] = None,
                continuous_weight: float = 1.0, seeking: float = 0.0,
                seeking_cap: float = 0.2, real_view: Optional[Images] = None,
-               real_weight: float = 0.0) -> dict[str, torch.Tensor]:
+               real_weight: float = 0.0, d_view: Optional[Images] = None) -> dict[str, torch.Tensor]:
     """One InfoGAN iteration on real batch ``x`` with latents (z, c[, u]): the D step, then the G
     step (see the module's docstring for the options). Returns detached scalars, never logs."""
     with precision():
         plain = g(z, latents.one_hot(c, g.code_dim), u)
     x, fake = (x, plain) if d_input is None else (d_input(x), d_input(plain))
     batch = Batch(x, fake, c, u, float(joint_batch) if d.batch_norm else 0.0, z, plain)
-    stats = d_step(d, opt, batch, code_weight, continuous_weight, info_trains_d_trunk, info_view, precision,
-                   real_view, real_weight)
+    if d_view is None:
+        stats = d_step(d, opt, batch, code_weight, continuous_weight, info_trains_d_trunk, info_view, precision,
+                       real_view, real_weight)
+    else:
+        stats = shared_view_d_step(d, opt, batch, code_weight, info_trains_d_trunk, d_view, precision, real_weight)
+        with precision():
+            batch = dataclasses.replace(batch, fake=d_view(batch.fake))
     stats.update(g_step(g, d, opt, batch, code_weight, continuous_weight, g_loss_kind, precision,
                         seeking, seeking_cap))
     return {key: stats[key] for key in (*names.STEP_METRICS, names.LOSS_INFO_CONT, names.LOSS_INFO_REAL,
@@ -270,6 +196,41 @@ def d_step(d: models.Discriminator, opt: Optimisers, batch: Batch, code_weight: 
     if real_weight > 0:
         stats[names.LOSS_INFO_REAL] = losses.pseudo_label_loss(changed_logits, plain_logits, REAL_CONFIDENCE)
         total = total + real_weight * stats[names.LOSS_INFO_REAL]
+    return update_d(opt, total, stats, loss_d, d_real, d_fake)
+
+
+def shared_view_d_step(d: models.Discriminator, opt: Optimisers, batch: Batch, code_weight: float,
+                       info_trains_d_trunk: bool, d_view: Images, precision: Callable[[], ContextManager],
+                       real_weight: float = 0.0) -> dict[str, torch.Tensor]:
+    """D under ``train.d_augment``: real -> 1 and fake -> 0 on ``d_view`` of each batch; Q reads c
+    back from the changed fakes and, with ``real_weight`` > 0, gives the changed reals the codes it
+    gives the plain ones, all from the same two passes of D's trunk."""
+    if batch.joint or batch.u is not None:
+        raise ValueError("d_view needs real and fake normalised apart (joint_batch 0) and no continuous codes")
+    fake, c, x = batch.fake.detach(), batch.c, batch.x
+    with precision():
+        h_real, h_fake = d.trunk(d_view(x)), d.trunk(d_view(fake))
+        d_real, d_fake = d.head(h_real).squeeze(1).float(), d.head(h_fake).squeeze(1).float()
+        if not info_trains_d_trunk:
+            h_real, h_fake = h_real.detach(), h_fake.detach()
+        q_logits = d.read_codes(h_fake)[0]
+        if real_weight > 0:
+            changed_logits = d.read_codes(h_real)[0]
+            with torch.no_grad():
+                plain_logits = d.read_codes(d.trunk(x))[0]
+    loss_d = losses.d_loss(d_real, d_fake)
+    total = loss_d + code_weight * losses.info_loss(q_logits.float(), c)
+    stats = {}
+    if real_weight > 0:
+        stats[names.LOSS_INFO_REAL] = losses.pseudo_label_loss(changed_logits, plain_logits, REAL_CONFIDENCE)
+        total = total + real_weight * stats[names.LOSS_INFO_REAL]
+    return update_d(opt, total, stats, loss_d, d_real, d_fake)
+
+
+def update_d(opt: Optimisers, total: torch.Tensor, stats: dict, loss_d: torch.Tensor, d_real: torch.Tensor,
+             d_fake: torch.Tensor) -> dict[str, torch.Tensor]:
+    """One update of D and Q on ``total``; returns ``stats`` with D's loss and mean probabilities
+    added, detached."""
     opt.d.zero_grad(set_to_none=True)
     opt.q.zero_grad(set_to_none=True)
     total.backward()

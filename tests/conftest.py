@@ -129,7 +129,7 @@ class Recorder(torch.optim.Optimizer):
 def recording_optimisers(g, d):
     """The step's three optimisers as recorders: after ``train_step``, ``opt.d.seen`` holds D's
     trunk then head gradients, ``opt.q.seen`` Q's, ``opt.g.seen`` G's."""
-    from pipeline.step import Optimisers
+    from pipeline.optim import Optimisers
 
     return Optimisers(d=Recorder([*d.trunk.parameters(), *d.head.parameters()]),
                       q=Recorder(d.q.parameters()), g=Recorder(g.parameters()))

@@ -43,7 +43,7 @@ def test_without_continuous_codes_the_latent_and_networks_are_as_before():
 
 @pytest.mark.parametrize("arch", ARCHES)
 def test_shapes_with_two_continuous_codes(arch):
-    cfg = load_config([], [f"model.arch={arch}", "model.continuous_codes=2"])
+    cfg = load_config([], [f"model.arch={arch}", "model.continuous_codes=2", "train.d_augment=false"])
     g, d = models.build(cfg.model)
     g.eval()
     d.eval()
@@ -74,7 +74,8 @@ def test_traversal_inputs_sweep_one_code_with_everything_else_fixed():
 
 
 def step_grads(arch: str, continuous_weight: float, trains_trunk: bool = True, info_view=None) -> dict:
-    cfg = load_config([], ["train.batch_size=8", f"model.arch={arch}", "model.continuous_codes=2"])
+    cfg = load_config([], ["train.batch_size=8", f"model.arch={arch}", "model.continuous_codes=2",
+                           "train.d_augment=false"])
     torch.manual_seed(0)
     g, d = models.build(cfg.model)
     opt = recording_optimisers(g, d)
@@ -189,7 +190,8 @@ def test_smoke_run_with_two_continuous_codes_logs_traverses_serves_and_reports(h
     from pipeline import report
     from pipeline.tracking import serving
 
-    cfg = load_config([SMOKE], smoke_overrides + ["model.continuous_codes=2", "tracking.log_model=true"])
+    cfg = load_config([SMOKE], smoke_overrides + ["model.continuous_codes=2", "train.d_augment=false",
+                                                  "tracking.log_model=true"])
     run_id = train.stage(cfg, log=lambda m: None)
     client = MlflowClient()
     run = client.get_run(run_id)

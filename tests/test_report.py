@@ -29,9 +29,9 @@ def three_runs(home, smoke_overrides):
     def smoke(*extra):
         return train.stage(load_config([SMOKE], [*smoke_overrides, *extra]), log=quiet)
 
-    tconv = smoke("model.arch=tconv", "train.real_fake_batch=joint", "tracking.run_name=tconv-run")
-    saturating = smoke("model.arch=tconv", "train.real_fake_batch=joint", "train.g_loss=saturating",
-                       "tracking.run_name=tconv-sat")
+    joint = ("model.arch=tconv", "train.real_fake_batch=joint", "train.d_augment=false")
+    tconv = smoke(*joint, "tracking.run_name=tconv-run")
+    saturating = smoke(*joint, "train.g_loss=saturating", "tracking.run_name=tconv-sat")
     upsample = smoke("model.arch=upsample_sn", "tracking.run_name=upsample-run")
     evaluate.evaluate_run(tconv, log=quiet)
     return tconv, saturating, upsample

@@ -12,7 +12,8 @@ from conftest import recording_optimisers, same
 from pipeline import augment, latents, losses, models, step
 from pipeline.config import load_config
 from pipeline.augment import INFO_AUGMENT, q_view, real_q_view
-from pipeline.step import averaged, lr_scale, make_optimisers, mode_seeking_reward, pair_codes, set_lr_scale, train_step
+from pipeline.optim import averaged, changed_share, lr_scale, make_optimisers, set_lr_scale
+from pipeline.step import mode_seeking_reward, pair_codes, train_step
 
 
 def run_step(code_weight: float, trains_trunk: bool, arch: str = "paper", joint: float = 0.0, info_view=None,
@@ -231,7 +232,7 @@ def test_g_average_follows_the_warm_up_then_the_decay_and_averages_batch_norm_st
 
 @pytest.mark.parametrize("arch, joint", LAYOUTS)
 def test_instance_noise_reaches_every_image_d_sees_and_falls_to_zero(arch, joint):
-    from pipeline.step import instance_noise_std, noisy
+    from pipeline.optim import instance_noise_std, noisy
 
     plain = run_step(1.0, True, arch, joint)
     identity = run_step(1.0, True, arch, joint, d_input=lambda images: images)

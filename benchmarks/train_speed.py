@@ -6,11 +6,12 @@ are printed (the machine is shared; neighbours move absolute numbers).
     .venv/bin/python benchmarks/train_speed.py [--archs paper,tconv] [--rounds 3] [--seconds 20]
         [--variants textbook,default,bf16,channels_last,compile] [--beside]
 
-``paper`` steps as the default config trains it, ``tconv`` as the lab's configs do (both views of
+``paper`` steps as the default config trains it (D judges changed copies of the digits and Q
+reads them from D's passes, ``train.d_augment``), ``tconv`` as the lab's configs do (both views of
 D's batch norm, configs/experiments/tconv_ns.yaml). Variants: ``textbook`` (a fresh D forward in the G step with D's weight gradients, fp32, as
 public InfoGAN code trains, with OpenMP as the environment leaves it, not as ``pipeline`` sets
-it); ``default`` (the project's step as ``infogan train`` runs it: Q's augmented view, Q's term
-on real digits where the config has it (``paper``), G's average, fused Adam, ``train.precision=auto``, and the share of the cores that
+it); ``default`` (the project's step as ``infogan train`` runs it: D's changed copies and Q's term
+on real digits where the config has them (``paper``), G's average, fused Adam, ``train.precision=auto``, and the share of the cores that
 ``train.threads=0`` gives a CPU run: it gives up threads to another busy process);
 ``fp32``/``bf16`` (the default step at that precision, on one thread per core whatever else
 runs); ``channels_last``; ``compile`` (``torch.compile`` of G, D's trunk, D's head and Q; its
@@ -18,9 +19,9 @@ compile time is printed apart, to weigh against a whole run); ``compile_cl`` (bo
 ``foreach_adam`` (PyTorch's default Adam kernels in
 place of the fused one); ``b256`` (batch 256); ``no_real_q`` (the step at ``auto`` precision on one
 thread per core, as ``bf16`` is, without Q's term on real digits, ``train.real_consistency=0``:
-beside ``bf16`` it shows what that term costs); ``shared_view`` (the step of
-``shared_view_probe.py``: D judges changed copies of real and fake digits, and Q reads them from
-D's two passes, on one thread per core);
+beside ``bf16`` it shows what that term costs); ``own_views`` (as ``bf16``, with
+``train.d_augment=false``: D judges plain digits and Q reads its rotated fakes and changed real
+digits in two passes of its own, the project's step before ``d_augment``);
 ``1thread``; ``omp_spin``/``omp_passive``/``omp_default``/``omp_short_spin`` (OpenMP's threads
 spin while they wait, sleep at once, do as libgomp does unless told: spin a while, then sleep,
 or spin only briefly: GOMP_SPINCOUNT=10000). ``--beside``
@@ -46,7 +47,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = ("textbook", "default", "fp32", "bf16", "channels_last", "compile", "compile_cl", "foreach_adam", "b256",
-            "no_real_q", "shared_view", "1thread", "omp_spin", "omp_passive", "omp_default", "omp_short_spin")
+            "no_real_q", "own_views", "1thread", "omp_spin", "omp_passive", "omp_default", "omp_short_spin")
 # OpenMP's wait policy for the omp_* variants, set before torch starts its threads: spin while
 # waiting (ACTIVE), sleep at once (PASSIVE), or libgomp's own default (spin a while, then sleep).
 OMP_WAIT = {"omp_spin": "ACTIVE", "omp_passive": "PASSIVE", "omp_default": None, "omp_short_spin": None}
@@ -73,23 +74,18 @@ def worker(arch: str, variant: str, seconds: float, batch_size: int) -> dict:
     import torch
 
     from pipeline import hardware, latents, losses, models
+    from pipeline.augment import d_view, q_views
     from pipeline.config import load_config
-    from pipeline.augment import q_views
-    from pipeline.step import averaged, joint_share, make_optimisers, train_step
+    from pipeline.optim import averaged, make_optimisers
+    from pipeline.step import joint_share, train_step
 
-    if variant == "shared_view":  # the step of benchmarks/shared_view_probe.py
-        sys.path.insert(0, str(ROOT / "benchmarks"))
-        import shared_view_probe
-        from pipeline import step as step_module
-
-        step_module.d_step, step_module.g_step = shared_view_probe.d_step, shared_view_probe.g_step
     bsz = 256 if variant == "b256" else batch_size
     if variant == "1thread":
         torch.set_num_threads(1)
     # tconv as the lab's runs train it (both views of D's batch norm); paper as the default does.
     files = [str(ROOT / "configs" / "experiments" / "tconv_ns.yaml")] if arch == "tconv" else []
-    without_real_q = ["train.real_consistency=0"] if variant == "no_real_q" else []
-    cfg = load_config(files, [f"model.arch={arch}", f"train.batch_size={bsz}", *without_real_q])
+    changed = {"no_real_q": ["train.real_consistency=0"], "own_views": ["train.d_augment=false"]}.get(variant, [])
+    cfg = load_config(files, [f"model.arch={arch}", f"train.batch_size={bsz}", *changed])
     torch.manual_seed(0)
     g, d = models.build(cfg.model, literal=variant == "textbook")
     rng = torch.Generator().manual_seed(0)
@@ -131,9 +127,11 @@ def worker(arch: str, variant: str, seconds: float, batch_size: int) -> dict:
 
         def step():
             z, c = latents.sample(bsz, 54, 10, rng, cpu)
+            # Half of D's images changed, as mid-run; every image's copy is made either way.
             train_step(g, d, opt, x, z, c, 1.0, "non_saturating", True, joint_batch=joint, info_view=info_view,
                        precision=lambda: hardware.autocast(precision, cpu), real_view=real_view,
-                       real_weight=cfg.train.real_consistency)
+                       real_weight=cfg.train.real_consistency,
+                       d_view=d_view(rng, 0.5) if cfg.train.d_augment else None)
             g_ema.update_parameters(g)
     share = hardware.ThreadShare(torch.get_num_threads()) if variant == "default" else None
     start = time.perf_counter()
@@ -216,8 +214,8 @@ def main() -> None:
           f"{args.rounds} rounds, medians; auto precision here: {hardware.resolve_precision('auto', cpu)} "
           f"({hardware.describe(cpu, 'auto', hardware.resolve_precision('auto', cpu))})", flush=True)
     peak = matmul_peak()
-    print(f"dense 2048x2048 matrix product here: {peak['fp32']:.0f} GFLOP/s in fp32, {peak['bf16']:.0f} in bf16 "
-          f"({peak['bf16'] / peak['fp32']:.1f}x)", flush=True)
+    print(f"dense 2048x2048 matrix product here: {peak['fp32']:.3g} GFLOP/s in fp32, {peak['bf16']:.3g} in bf16 "
+          f"({peak['bf16'] / peak['fp32']:.2g}x)", flush=True)
     for arch in args.archs.split(","):
         alone = {v: [] for v in variants}
         beside = {v: [] for v in variants}

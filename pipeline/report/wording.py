@@ -21,6 +21,13 @@ CHOICES = (
      "without it about a third of seeds had two codes each drawing the same two digits, told apart by "
      "stroke width or slant; Q's codes on real digits must survive such changes, so style alone cannot "
      "keep two codes apart"),
+    ("train.d_augment", lambda v: v == "True",
+     "D judges changed copies of the real and the generated digits (rotated, scaled, shifted, strokes "
+     "thicker or thinner): every image at the first step, a share falling to train.d_augment_floor by "
+     "80% of the run; Q reads its codes from those same passes of D",
+     "Q then learns from changed fakes and changed real digits without passes of its own, so a step "
+     "costs what a textbook InfoGAN step does; the share falls so that G learns clean strokes once the "
+     "codes have formed"),
     ("train.ema_decay", lambda v: float(v) > 0,
      "G's weights are averaged (exponential moving average, decay {v}); the average is drawn and evaluated",
      "it smooths out the jitter of the last steps, which shows as the odd unreadable style"),
@@ -72,7 +79,7 @@ SETTINGS = (("model.arch", "architecture"), ("train.g_loss", "G loss"), ("train.
             ("train.lr_d", "lr D"), ("train.lr_g", "lr G"), ("train.lr_q", "lr Q"), ("train.beta1", "Adam β₁"),
             ("train.beta2", "Adam β₂"), ("train.batch_size", "batch"),
             ("train.epochs", "epochs"), ("train.info_augment", "Q on transformed fakes"),
-            ("train.real_consistency", "Q on changed real digits"),
+            ("train.real_consistency", "Q on changed real digits"), ("train.d_augment", "D on changed copies"),
             ("train.ema_decay", "G average (EMA)"), ("train.lr_decay_fraction", "lr decay (fraction)"),
             ("train.real_fake_batch", "D batch norm"), ("train.joint_weight", "joint share (under both)"),
             ("train.info_trains_d_trunk", "info term trains D's trunk"),

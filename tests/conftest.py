@@ -138,3 +138,26 @@ def recording_optimisers(g, d):
 def same(a, b) -> bool:
     """Whether two lists of tensors are equal element for element."""
     return all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+def run_step(code_weight: float, trains_trunk: bool, arch: str = "paper", joint: float = 0.0, info_view=None,
+             d_input=None, seeking: float = 0.0, real_view=None, real_weight: float = 0.0, d_view=None):
+    """One ``train_step`` of fresh networks on fixed data, with recording optimisers: the
+    gradients each optimiser received (D's trunk, D's head, Q, G), D's trunk gradients after the
+    whole step, and the step's logged scalars."""
+    from pipeline import models
+    from pipeline.config import load_config
+    from pipeline.step import train_step
+
+    cfg = load_config([], ["train.batch_size=8", f"model.arch={arch}"])
+    torch.manual_seed(0)
+    g, d = models.build(cfg.model)
+    opt = recording_optimisers(g, d)
+    torch.manual_seed(1)
+    x, z, c = torch.rand(8, 1, 28, 28), torch.randn(8, 54), torch.randint(10, (8,))
+    stats = train_step(g, d, opt, x, z, c, code_weight, "non_saturating", trains_trunk, joint_batch=joint,
+                       info_view=info_view, d_input=d_input, seeking=seeking, real_view=real_view,
+                       real_weight=real_weight, d_view=d_view)
+    n_trunk = len(list(d.trunk.parameters()))
+    return {"trunk": opt.d.seen[:n_trunk], "head": opt.d.seen[n_trunk:], "q": opt.q.seen, "g": opt.g.seen,
+            "d_after_g_step": [p.grad for p in d.trunk.parameters()], "stats": stats}

@@ -5,38 +5,26 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from conftest import REPO, recording_optimisers, same
-from pipeline import augment, models, step
+from conftest import REPO, run_step, same
+from pipeline import augment, step
 from pipeline.config import ConfigError, from_yaml, load_config, to_yaml
 from pipeline.optim import changed_share
-from pipeline.step import train_step
 
 # Layouts D can judge changed copies in: real and fake normalised apart, or no batch norm.
 ARCHS = ["paper", "tconv", "upsample_sn"]
 
 
-def run_step(arch="paper", share=None, code_weight=1.0, trains_trunk=True, real_weight=0.0):
-    """One step on fixed data; ``share`` None is the plain step, else D judges ``d_view`` at that share."""
-    cfg = load_config([], ["train.batch_size=8", f"model.arch={arch}"])
-    torch.manual_seed(0)
-    g, d = models.build(cfg.model)
-    opt = recording_optimisers(g, d)
-    torch.manual_seed(1)
-    x, z, c = torch.rand(8, 1, 28, 28), torch.randn(8, 54), torch.randint(10, (8,))
+def run(arch="paper", share=None, code_weight=1.0, trains_trunk=True, real_weight=0.0):
+    """``run_step``; ``share`` None is the plain step, else D judges ``d_view`` at that share."""
     view = None if share is None else augment.d_view(torch.Generator().manual_seed(3), share)
-    stats = train_step(g, d, opt, x, z, c, code_weight, "non_saturating", trains_trunk, real_weight=real_weight,
-                       real_view=augment.real_q_view(torch.Generator()) if real_weight and view is None else None,
-                       d_view=view)
-    n_trunk = len(list(d.trunk.parameters()))
-    return {"trunk": opt.d.seen[:n_trunk], "head": opt.d.seen[n_trunk:], "q": opt.q.seen, "g": opt.g.seen,
-            "d_after_g_step": [p.grad for p in d.trunk.parameters()], "stats": stats}
+    return run_step(code_weight, trains_trunk, arch, real_weight=real_weight, d_view=view)
 
 
 @pytest.mark.parametrize("arch", ["paper", "tconv"])
 def test_with_no_image_changed_the_step_is_the_plain_step_without_q_s_views(arch):
     """At share 0 D judges the plain images, so every gradient and logged value equals the plain
     step's, whose Q reads the code from D's pass on the plain fakes (info_augment off)."""
-    shared, plain = run_step(arch, share=0.0), run_step(arch)
+    shared, plain = run(arch, share=0.0), run(arch)
     for part in ("trunk", "head", "q", "g"):
         assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(shared[part], plain[part])), part
     for key, value in plain["stats"].items():
@@ -45,17 +33,17 @@ def test_with_no_image_changed_the_step_is_the_plain_step_without_q_s_views(arch
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_every_optimiser_gets_gradients_and_the_g_step_none_for_d(arch):
-    grads = run_step(arch, share=1.0)
+    grads = run(arch, share=1.0)
     for part in ("trunk", "head", "q", "g"):
         assert all(gr is not None and gr.abs().sum() > 0 for gr in grads[part]), part
     assert same(grads["d_after_g_step"], grads["trunk"])
     # D judged changed images: its loss is not the plain step's.
-    assert abs(grads["stats"]["loss/d"] - run_step(arch, share=0.0)["stats"]["loss/d"]) > 1e-4
+    assert abs(grads["stats"]["loss/d"] - run(arch, share=0.0)["stats"]["loss/d"]) > 1e-4
 
 
 @pytest.mark.parametrize("trains_trunk", [True, False])
 def test_the_info_term_reaches_d_s_trunk_only_when_the_flag_is_set(trains_trunk):
-    with_info, without = run_step(share=1.0, trains_trunk=trains_trunk), run_step(share=1.0, code_weight=0.0,
+    with_info, without = run(share=1.0, trains_trunk=trains_trunk), run(share=1.0, code_weight=0.0,
                                                                                     trains_trunk=trains_trunk)
     assert same(with_info["trunk"], without["trunk"]) is (not trains_trunk)
     assert same(with_info["head"], without["head"])
@@ -64,11 +52,11 @@ def test_the_info_term_reaches_d_s_trunk_only_when_the_flag_is_set(trains_trunk)
 
 def test_the_term_on_real_digits_reads_d_s_pass_on_the_changed_reals(monkeypatch):
     """It is 0 while Q is unsure; counted, it trains Q and the trunk and leaves D's head alone."""
-    off = run_step(share=1.0)
-    unsure = run_step(share=1.0, real_weight=1.0)
+    off = run(share=1.0)
+    unsure = run(share=1.0, real_weight=1.0)
     assert unsure["stats"]["loss/info_real"] == 0 and same(unsure["q"], off["q"])
     monkeypatch.setattr(step, "REAL_CONFIDENCE", 0.0)
-    counted = run_step(share=1.0, real_weight=1.0)
+    counted = run(share=1.0, real_weight=1.0)
     assert counted["stats"]["loss/info_real"] > 0
     assert not same(counted["q"], off["q"]) and not same(counted["trunk"], off["trunk"])
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(counted["head"], off["head"]))

@@ -8,28 +8,12 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from conftest import recording_optimisers, same
+from conftest import run_step, same
 from pipeline import augment, latents, losses, models, step
 from pipeline.config import load_config
 from pipeline.augment import INFO_AUGMENT, q_view, real_q_view
 from pipeline.optim import averaged, changed_share, lr_scale, make_optimisers, set_lr_scale
 from pipeline.step import mode_seeking_reward, pair_codes, train_step
-
-
-def run_step(code_weight: float, trains_trunk: bool, arch: str = "paper", joint: float = 0.0, info_view=None,
-             d_input=None, seeking: float = 0.0, real_view=None, real_weight: float = 0.0):
-    cfg = load_config([], ["train.batch_size=8", f"model.arch={arch}"])
-    torch.manual_seed(0)
-    g, d = models.build(cfg.model)
-    opt = recording_optimisers(g, d)
-    torch.manual_seed(1)
-    x, z, c = torch.rand(8, 1, 28, 28), torch.randn(8, 54), torch.randint(10, (8,))
-    stats = train_step(g, d, opt, x, z, c, code_weight, "non_saturating", trains_trunk, joint_batch=joint,
-                       info_view=info_view, d_input=d_input, seeking=seeking, real_view=real_view,
-                       real_weight=real_weight)
-    n_trunk = len(list(d.trunk.parameters()))
-    return {"trunk": opt.d.seen[:n_trunk], "head": opt.d.seen[n_trunk:], "q": opt.q.seen, "g": opt.g.seen,
-            "d_after_g_step": [p.grad for p in d.trunk.parameters()], "stats": stats}
 
 
 # arch, share of the losses on a joint real+fake batch (0.2: real_fake_batch=both)

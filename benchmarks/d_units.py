@@ -98,8 +98,7 @@ def main() -> None:
         step.train_step(g, d, opt, x, z, c, t.code_weight, t.g_loss, t.info_trains_d_trunk, step.joint_share(t),
                         view, lambda: hardware.autocast(precision, cpu), seeking=seeking,
                         seeking_cap=t.mode_seeking_cap, real_view=real_view, real_weight=t.real_consistency,
-                        d_view=augment.d_view(rng, optim.changed_share(s, a.steps, t.d_augment_floor))
-                        if t.d_augment else None)
+                        d_view=augment.d_view_at(t, rng, s, a.steps))
 
 
 if __name__ == "__main__":

@@ -94,8 +94,7 @@ def main() -> None:
                                 step.joint_share(t), view, lambda: hardware.autocast(precision, cpu), noise,
                                 seeking=seeking, seeking_cap=t.mode_seeking_cap, real_view=real_view,
                                 real_weight=t.real_consistency,
-                                d_view=augment.d_view(rng, optim.changed_share(s, total, t.d_augment_floor))
-                                if t.d_augment else None)
+                                d_view=augment.d_view_at(t, rng, s, total))
         if average is not None:
             average.update_parameters(g)
         for key, value in stats.items():

@@ -15,6 +15,8 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 
+from .optim import changed_share
+
 # Q's view of a fake under train.info_augment: digits keep their identity under these.
 INFO_AUGMENT = {"max_degrees": 15.0, "max_scale": 0.15, "max_shift_px": 2.0}
 # Q's view of a real digit under train.real_consistency: the same, and strokes up to half a 3x3
@@ -83,3 +85,11 @@ def d_view(rng: torch.Generator, share: float) -> Callable[[torch.Tensor], torch
         return torch.where((draw >= share).view(-1, 1, 1, 1), images, change(images))
 
     return view
+
+
+def d_view_at(tcfg, rng: torch.Generator, step: int, total_steps: int) -> Optional[Callable]:
+    """The ``d_view`` of ``step.train_step`` at iteration ``step`` of ``total_steps`` as a training
+    config asks for it (``train.d_augment``, ``train.d_augment_floor``); None where it is off."""
+    if not tcfg.d_augment:
+        return None
+    return d_view(rng, changed_share(step, total_steps, tcfg.d_augment_floor))

@@ -229,9 +229,7 @@ class Loop:
         if self.decay_steps:
             optim.set_lr_scale(s.opt, tcfg, optim.lr_scale(s.step, self.total_steps, self.decay_steps))
         d_input = optim.noisy(optim.instance_noise_std(s.step, self.total_steps, tcfg.instance_noise), s.rng)
-        d_view = None
-        if tcfg.d_augment:
-            d_view = augment.d_view(s.rng, optim.changed_share(s.step, self.total_steps, tcfg.d_augment_floor))
+        d_view = augment.d_view_at(tcfg, s.rng, s.step, self.total_steps)
         stats = step.train_step(s.g, s.d, s.opt, x, z, c, tcfg.code_weight, tcfg.g_loss,
                                 tcfg.info_trains_d_trunk, step.joint_share(tcfg), self.info_view,
                                 lambda: hardware.autocast(self.precision, device), d_input,

@@ -68,6 +68,10 @@ def test_report_from_smoke_runs_is_a_typeset_document_with_every_figure(home, th
     assert any(mixed)  # smoke runs are too short to give every code one digit
     sentence = next(line for line in md.splitlines() if "Codes that draw more than one digit: in " in line)
     assert sentence.split(", at least one code")[0].count(" seed ") == sum(mixed)  # each mixed run named once
+    # Q's own view of the fakes is moot where D judges changed copies: upsample-run trains with d_augment.
+    augment = next(line for line in md.splitlines() if line.startswith("Q learns the code from randomly rotated"))
+    assert "(tconv-run, tconv-sat)" in augment, augment
+    assert "| Q on transformed fakes | True | True | unused |" in md
     assert "L_G = −E[log D(G(z,c))]" in md and "cal(L)_G^\"NS\" = -EE_(z, c) [log D(G(z, c))]" in typ
 
     reader = PdfReader(out / "report.pdf")

@@ -12,7 +12,7 @@ from .. import metrics, names
 from . import figures as fig
 from .collect import RunData, read_png, variants
 from .document import Document, Figure, Formula, Heading, Prose, Table, Text
-from .wording import ARCH_NAMES, CHOICES, SETTINGS, mixed_codes, num
+from .wording import ARCH_NAMES, CHOICES, SETTINGS, mixed_codes, num, setting
 
 
 class Writer:
@@ -109,7 +109,7 @@ class Writer:
 
     def settings(self) -> None:
         groups = self.groups
-        rows = [[label] + [num(g[0].params.get(key, "–"), 4) for g in groups.values()] for key, label in SETTINGS]
+        rows = [[label] + [num(setting(g[0].params, key), 4) for g in groups.values()] for key, label in SETTINGS]
         rows.append(["seeds"] + [", ".join(r.seed for r in g) for g in groups.values()])
         self.doc.add(Heading(2, "Training settings"),
                      Text("Adam (β₁ and β₂ as in the table) for D with its head, Q's head and G. Each "
@@ -118,7 +118,8 @@ class Writer:
                            align="l" * (len(groups) + 1), label="tab-settings"))
         used = []
         for key, on, what, why in CHOICES:
-            users = [name for name, g in groups.items() if key in g[0].params and on(g[0].params[key])]
+            users = [name for name, g in groups.items()
+                     if key in g[0].params and setting(g[0].params, key) != "unused" and on(g[0].params[key])]
             if users:
                 value = ", ".join(sorted({num(groups[name][0].params[key], 4) for name in users}))
                 sentence = what.format(v=value)

@@ -75,6 +75,9 @@ CHOICES = (
      "reals, so G keeps drawing varied digits; the joint view shows D the brightness and contrast that "
      "the handout's D cannot see in a batch normalised alone"),
 )
+# Settings with no effect while another one is on ("True"): the report gives no sentence for them
+# and shows them as unused.
+MOOT_UNDER = {"train.info_augment": "train.d_augment"}
 SETTINGS = (("model.arch", "architecture"), ("train.g_loss", "G loss"), ("train.code_weight", "λ"),
             ("train.lr_d", "lr D"), ("train.lr_g", "lr G"), ("train.lr_q", "lr Q"), ("train.beta1", "Adam β₁"),
             ("train.beta2", "Adam β₂"), ("train.batch_size", "batch"),
@@ -86,6 +89,13 @@ SETTINGS = (("model.arch", "architecture"), ("train.g_loss", "G loss"), ("train.
             ("train.instance_noise", "noise on D's inputs (std)"), ("train.mode_seeking", "mode seeking"),
             ("train.mode_seeking_cap", "mode seeking cap"),
             ("model.continuous_codes", "continuous codes"))
+
+
+def setting(params: dict, key: str) -> str:
+    """A run's ``key`` as the report reads it: "unused" where a setting that overrides it is on."""
+    if params.get(MOOT_UNDER.get(key, "")) == "True":
+        return "unused"
+    return params.get(key, "–")
 
 
 def num(text, digits: int = 3) -> str:

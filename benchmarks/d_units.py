@@ -72,7 +72,7 @@ def main() -> None:
     rng = torch.Generator().manual_seed(cfg.seed + 1)
     view, real_view = augment.q_views(t, rng)
     precision = hardware.resolve_precision(t.precision, cpu)
-    train_x, bsz = tensors["train_x"], t.batch_size
+    train_x, bsz = tensors["train_x"][:cfg.data.train_subset], t.batch_size
     probe_real = train_x[:256].float().div(255.0)
     probe_z, probe_c = latents.sample(256, cfg.model.noise_dim, cfg.model.code_dim,
                                       torch.Generator().manual_seed(7), cpu)

@@ -1,8 +1,10 @@
 """Trains the package's own step (``step.train_step``) on a config for a few epochs outside
 MLflow, and prints every ``--eval-every`` steps what the training loop's evaluation measures
-(generated accuracy, Q accuracy, demo grades, style spread) beside the step's mean losses; it
-saves G's fixed grid at each of those points as ``OUT/TAG_STEP.png`` (rows: code values). One
-thread, so two probes run side by side on 2 cores; bf16 where ``train.precision=auto`` picks it.
+(generated accuracy, Q accuracy, demo grades, style spread), on the config's budget for it
+(``eval.train_samples_per_code``, ``eval.demos``; Q on ``eval.q_test_images`` test digits, 2,000
+where the config says all), beside the step's mean losses. It saves G's fixed grid at each of
+those points as ``OUT/TAG_STEP.png`` (rows: code values). One thread, so two probes run side by
+side on 2 cores; bf16 where ``train.precision=auto`` picks it.
 
     .venv/bin/python benchmarks/step_probe.py [-c CONFIG ...] [--epochs 2] [--eval-every 234] [key=value ...]
     .venv/bin/python benchmarks/step_probe.py model.arch=tconv train.real_fake_batch=both --epochs 1.5
@@ -72,7 +74,7 @@ def main() -> None:
     view, real_view = augment.q_views(t, rng)
     precision = hardware.resolve_precision(t.precision, cpu)
     real_spread = measure.real_style_spread(tensors)
-    train_x, bsz = tensors["train_x"], t.batch_size
+    train_x, bsz = tensors["train_x"][:cfg.data.train_subset], t.batch_size
     per_epoch = train_x.shape[0] // bsz
     total = int(a.epochs * per_epoch)
     decay = optim.decay_steps_of(t, total)
@@ -102,8 +104,9 @@ def main() -> None:
         since += 1
         if (s + 1) % a.eval_every == 0 or s + 1 == total:
             shown = g if average is None else average.module
-            m = measure.measure(shown, d, classifier, tensors, samples_per_code=200, n_demos=100, seed=7,
-                                q_test_images=2000, real_spread=real_spread)
+            m = measure.measure(shown, d, classifier, tensors, samples_per_code=cfg.eval.train_samples_per_code,
+                                n_demos=cfg.eval.demos, seed=7, q_test_images=cfg.eval.q_test_images or 2000,
+                                real_spread=real_spread)
             save_grid(shown, out / f"{a.tag}_{s + 1}.png")
             row = {"epoch": round((s + 1) / per_epoch, 2), "gen": round(m.gen_accuracy, 3), "q": round(m.q_accuracy, 3),
                    "demo_min": int(m.demo_scores.min()), "demos_10": int((m.demo_scores == 10).sum()),

@@ -1,5 +1,6 @@
-"""benchmarks/train_speed.py's worker: it builds and times the steps it compares, as the package
-trains them today, and counts the work each does."""
+"""The benchmark scripts run as a user runs them: train_speed.py's worker builds and times the
+steps it compares, as the package trains them today, and counts the work each does; the probes
+of the package's step train a few steps on the smoke config and print what they measure."""
 import importlib.util
 import os
 from pathlib import Path
@@ -33,3 +34,39 @@ def test_the_speed_benchmark_times_each_step_and_counts_the_work_of_q_s_views(mo
     # The default step does about the textbook loop's work (its G step computes no D weight
     # gradients; the plain reals' pass is forward only).
     assert 0.9 < flops["default"] / flops["textbook"] < 1.1
+
+
+def run_script(home, name: str, *args: str) -> str:
+    import subprocess
+    import sys
+
+    from conftest import subprocess_env
+
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / name), *args], env=subprocess_env(home),
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def test_the_step_probe_trains_the_package_step_and_prints_what_the_loop_measures(home, smoke_overrides):
+    import json
+    import math
+
+    # The smoke config's 2,048 images at batch 32: 64 steps an epoch, so 0.1 epoch is 6 steps.
+    out = run_script(home, "step_probe.py", "-c", str(ROOT / "configs" / "smoke.yaml"), *smoke_overrides,
+                     "--epochs", "0.1", "--eval-every", "3", "--out", str(home / "probes"))
+    header, *rows = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    assert header["precision"] in ("fp32", "bf16") and [r["epoch"] for r in rows] == [0.05, 0.09]
+    for row in rows:
+        assert 0 <= row["gen"] <= 1 and 0 <= row["demo_min"] <= 10
+        assert all(math.isfinite(row[k]) for k in ("loss/d", "loss/g", "loss/info", "loss/info_real"))
+    assert sorted(p.name for p in (home / "probes").glob("*.png")) == ["probe_3.png", "probe_6.png"]
+
+
+def test_d_units_prints_each_trunk_layer_for_real_and_fake_images_before_and_after_training(home, smoke_overrides):
+    out = run_script(home, "d_units.py", "-c", str(ROOT / "configs" / "smoke.yaml"), *smoke_overrides,
+                     "--steps", "3")
+    rows = [line.split("|")[1:-1] for line in out.splitlines() if line.startswith("| 0 ") or line.startswith("| 3 ")]
+    layers = {(step.strip(), images.strip()) for step, images, *_ in rows}
+    assert layers == {("0", "real"), ("0", "fake"), ("3", "real"), ("3", "fake")}
+    assert all(0 <= float(share) <= 1 for *_, share in rows)

@@ -70,3 +70,24 @@ def test_d_units_prints_each_trunk_layer_for_real_and_fake_images_before_and_aft
     layers = {(step.strip(), images.strip()) for step, images, *_ in rows}
     assert layers == {("0", "real"), ("0", "fake"), ("3", "real"), ("3", "fake")}
     assert all(0 <= float(share) <= 1 for *_, share in rows)
+
+
+def test_time_to_quality_trains_each_seed_and_tabulates_what_mlflow_holds(home, smoke_overrides, monkeypatch, capsys):
+    import sys
+
+    spec = importlib.util.spec_from_file_location("time_to_quality", ROOT / "benchmarks" / "time_to_quality.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    monkeypatch.setattr(sys, "argv", ["time_to_quality.py", "--seeds", "3", "-c", str(ROOT / "configs" / "smoke.yaml"),
+                                      *smoke_overrides])
+    script.main()
+    out = capsys.readouterr().out
+    # One row per epoch's evaluation of the smoke run (8 steps an epoch), read back from MLflow.
+    rows = [line.split("|")[1:-1] for line in out.splitlines() if line.startswith("| ") and line[2].isdigit()]
+    per_epoch, (summary,) = rows[:-1], rows[-1:]
+    assert [(r[1].strip(), r[2].strip()) for r in per_epoch] == [("1", "8"), ("2", "16")]
+    assert all(0 <= float(r[3]) <= 1 and 0 <= float(r[4]) <= 1 for r in per_epoch)
+    assert summary[0].strip() == "3" and summary[2].strip() == per_epoch[-1][3].strip()
+    monkeypatch.setattr(sys, "argv", ["time_to_quality.py", "--runs", out.split("(run ")[1].split(")")[0]])
+    script.main()  # the same table for the finished run, training nothing
+    assert capsys.readouterr().out.split("\nseed ")[1] == out.split("\nseed ")[1]

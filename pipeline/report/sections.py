@@ -12,7 +12,7 @@ from .. import metrics, names
 from . import figures as fig
 from .collect import RunData, read_png, variants
 from .document import Document, Figure, Formula, Heading, Prose, Table, Text
-from .wording import ARCH_NAMES, CHOICES, SETTINGS, mixed_codes, num, setting
+from .wording import ARCH_NAMES, CHOICES, SETTINGS, mixed_codes, moot, num, setting
 
 
 class Writer:
@@ -119,7 +119,7 @@ class Writer:
         used = []
         for key, on, what, why in CHOICES:
             users = [name for name, g in groups.items()
-                     if key in g[0].params and setting(g[0].params, key) != "unused" and on(g[0].params[key])]
+                     if key in g[0].params and not moot(g[0].params, key) and on(g[0].params[key])]
             if users:
                 value = ", ".join(sorted({num(groups[name][0].params[key], 4) for name in users}))
                 sentence = what.format(v=value)

@@ -91,11 +91,14 @@ SETTINGS = (("model.arch", "architecture"), ("train.g_loss", "G loss"), ("train.
             ("model.continuous_codes", "continuous codes"))
 
 
+def moot(params: dict, key: str) -> bool:
+    """Whether a run's ``key`` has no effect because a setting that overrides it is on."""
+    return key in MOOT_UNDER and params.get(MOOT_UNDER[key]) == "True"
+
+
 def setting(params: dict, key: str) -> str:
-    """A run's ``key`` as the report reads it: "unused" where a setting that overrides it is on."""
-    if params.get(MOOT_UNDER.get(key, "")) == "True":
-        return "unused"
-    return params.get(key, "–")
+    """A run's ``key`` as the settings table shows it: "unused" where it is moot."""
+    return "unused" if moot(params, key) else params.get(key, "–")
 
 
 def num(text, digits: int = 3) -> str:

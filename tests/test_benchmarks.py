@@ -3,15 +3,15 @@ steps it compares, as the package trains them today, and counts the work each do
 of the package's step train a few steps on the smoke config and print what they measure."""
 import importlib.util
 import os
-from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import REPO, SMOKE, subprocess_env
 
 
-def train_speed():
-    spec = importlib.util.spec_from_file_location("train_speed", ROOT / "benchmarks" / "train_speed.py")
+def script(name: str):
+    """benchmarks/NAME.py as a module, its ``main`` not run."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -22,7 +22,7 @@ def test_the_speed_benchmark_times_each_step_and_counts_the_work_of_q_s_views(mo
     monkeypatch.setattr(os, "environ", dict(os.environ))
     threads = torch.get_num_threads()
     try:
-        benchmark = train_speed()
+        benchmark = script("train_speed")
         results = {v: benchmark.worker("paper", v, 0.05, 8) for v in ("textbook", "default", "no_real_q", "own_views")}
     finally:
         torch.set_num_threads(threads)  # the default variant may give up threads to a busy neighbour
@@ -40,9 +40,7 @@ def run_script(home, name: str, *args: str) -> str:
     import subprocess
     import sys
 
-    from conftest import subprocess_env
-
-    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / name), *args], env=subprocess_env(home),
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / name), *args], env=subprocess_env(home),
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout
@@ -53,7 +51,7 @@ def test_the_step_probe_trains_the_package_step_and_prints_what_the_loop_measure
     import math
 
     # The smoke config's 2,048 images at batch 32: 64 steps an epoch, so 0.1 epoch is 6 steps.
-    out = run_script(home, "step_probe.py", "-c", str(ROOT / "configs" / "smoke.yaml"), *smoke_overrides,
+    out = run_script(home, "step_probe.py", "-c", SMOKE, *smoke_overrides,
                      "--epochs", "0.1", "--eval-every", "3", "--out", str(home / "probes"))
     header, *rows = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     assert header["precision"] in ("fp32", "bf16") and [r["epoch"] for r in rows] == [0.05, 0.09]
@@ -64,7 +62,7 @@ def test_the_step_probe_trains_the_package_step_and_prints_what_the_loop_measure
 
 
 def test_d_units_prints_each_trunk_layer_for_real_and_fake_images_before_and_after_training(home, smoke_overrides):
-    out = run_script(home, "d_units.py", "-c", str(ROOT / "configs" / "smoke.yaml"), *smoke_overrides,
+    out = run_script(home, "d_units.py", "-c", SMOKE, *smoke_overrides,
                      "--steps", "3")
     rows = [line.split("|")[1:-1] for line in out.splitlines() if line.startswith("| 0 ") or line.startswith("| 3 ")]
     layers = {(step.strip(), images.strip()) for step, images, *_ in rows}
@@ -75,12 +73,10 @@ def test_d_units_prints_each_trunk_layer_for_real_and_fake_images_before_and_aft
 def test_time_to_quality_trains_each_seed_and_tabulates_what_mlflow_holds(home, smoke_overrides, monkeypatch, capsys):
     import sys
 
-    spec = importlib.util.spec_from_file_location("time_to_quality", ROOT / "benchmarks" / "time_to_quality.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    monkeypatch.setattr(sys, "argv", ["time_to_quality.py", "--seeds", "3", "-c", str(ROOT / "configs" / "smoke.yaml"),
+    ttq = script("time_to_quality")
+    monkeypatch.setattr(sys, "argv", ["time_to_quality.py", "--seeds", "3", "-c", SMOKE,
                                       *smoke_overrides])
-    script.main()
+    ttq.main()
     out = capsys.readouterr().out
     # One row per epoch's evaluation of the smoke run (8 steps an epoch), read back from MLflow.
     rows = [line.split("|")[1:-1] for line in out.splitlines() if line.startswith("| ") and line[2].isdigit()]
@@ -89,5 +85,5 @@ def test_time_to_quality_trains_each_seed_and_tabulates_what_mlflow_holds(home, 
     assert all(0 <= float(r[3]) <= 1 and 0 <= float(r[4]) <= 1 for r in per_epoch)
     assert summary[0].strip() == "3" and summary[2].strip() == per_epoch[-1][3].strip()
     monkeypatch.setattr(sys, "argv", ["time_to_quality.py", "--runs", out.split("(run ")[1].split(")")[0]])
-    script.main()  # the same table for the finished run, training nothing
+    ttq.main()  # the same table for the finished run, training nothing
     assert capsys.readouterr().out.split("\nseed ")[1] == out.split("\nseed ")[1]

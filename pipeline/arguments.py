@@ -34,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     _stage_commands(command)
     _generate_command(command)
     _run_commands(command)
+    _seeds_command(command)
     _other_commands(command, sub)
     return parser
 
@@ -170,3 +171,32 @@ def _other_commands(command, sub) -> None:
                        description="Print the config that the given files and overrides resolve "
                        "to, after validation, without running anything.")
     _config_args(p)
+
+
+def _seeds_command(command) -> None:
+    p = command("seeds", help="train one config on several seeds and tabulate each seed and the worst",
+                description="A seed check: train the config on every seed as child runs of one parent "
+                "run (in the experiment --experiment), evaluate each at the evaluate stage's budget, and "
+                "print and log per seed and over the seeds (mean, sd, worst): generated accuracy, the worst "
+                "code's purity, the worst demo and the share of demos 10/10, Q's accuracy on real digits, "
+                "FLD. Each seed is held to a bar (the lab's by default). The same command again goes on "
+                "where it stopped: finished seeds are reused, an interrupted one is resumed.",
+                epilog="Example: infogan seeds -c configs/experiments/tconv_ns.yaml --seeds 100-104 "
+                       "train.threads=2\n" + EPILOG)
+    _config_args(p)
+    p.add_argument("--seeds", default="0-4", metavar="SEEDS",
+                   help="seeds as ranges and/or a list, e.g. 100-104 or 0,2,7 (default 0-4)")
+    p.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="seeds trained at a time, each in its own process with cores/N torch threads "
+                        "where the config leaves train.threads at 0 (default 1)")
+    p.add_argument("--experiment", default="seed-check",
+                   help="the MLflow experiment of the parent run and its seeds (default: seed-check; "
+                        "kept apart from the config's own so a seed check never enters a lab report)")
+    p.add_argument("--min-gen", type=float, default=0.97, metavar="X",
+                   help="the bar: generated accuracy at least X (default 0.97)")
+    p.add_argument("--min-purity", type=float, default=0.90, metavar="X",
+                   help="the bar: the worst code draws its own digit in at least X of its samples (default 0.90)")
+    p.add_argument("--min-perfect", type=float, default=0.95, metavar="X",
+                   help="the bar: at least X of the demos graded 10/10 (default 0.95)")
+    p.add_argument("--parent-run", help=argparse.SUPPRESS)
+    p.add_argument("--worker-threads", type=int, help=argparse.SUPPRESS)

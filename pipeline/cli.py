@@ -177,6 +177,19 @@ def _run_experiments(args) -> int:
     return 0
 
 
+def _seeds(args) -> int:
+    from . import seeds
+
+    found = seeds.parse_seeds(args.seeds)
+    overrides = split_overrides(args.overrides)
+    if args.parent_run:
+        seeds.worker(args.config, overrides, found[0], args.experiment, args.worker_threads, args.parent_run)
+        return 0
+    seeds.stage(args.config, overrides, found, experiment=args.experiment, workers=args.workers,
+                bar=seeds.Bar(args.min_gen, args.min_purity, args.min_perfect))
+    return 0
+
+
 def _init(args) -> int:
     from . import tracking
 
@@ -208,5 +221,5 @@ def _resume(args, overrides: list[str]) -> int:
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "data": _configured(_data), "train": _train, "evaluate": _evaluate, "generate": _generate,
     "promote": _promote, "gc": _configured(_gc), "pipeline": _configured(_pipeline), "sweep": _sweep,
-    "report": _report, "run-experiments": _run_experiments, "init": _init, "config": _configured(_config),
+    "report": _report, "run-experiments": _run_experiments, "seeds": _seeds, "init": _init, "config": _configured(_config),
 }

@@ -46,6 +46,16 @@ EVAL_METRICS = (GEN_ACCURACY, Q_ACCURACY, DEMO_SCORE_MEAN, DEMO_SCORE_MIN, DEMO_
 REPORT_METRICS = (GEN_ACCURACY, Q_ACCURACY, DEMO_SCORE_MIN, DEMO_PERFECT_FRAC, FLD, STYLE_SPREAD)
 CLASSIFIER_ACCURACY = "test_accuracy"  # the reference classifier's run
 
+# --- a seed check's parent run (``infogan seeds``) -----------------------------------------------
+SEEDS_EVALUATED = "seeds/evaluated"  # seeds with the evaluate stage's figures
+SEEDS_PASSED = "seeds/passed"  # of those, the seeds that meet the check's bar
+
+
+def seed_summary(key: str, label: str) -> str:
+    """A seed check's ``label`` (mean, sd or worst) of evaluation metric ``key`` over its seeds:
+    ``seeds/gen_accuracy_worst``, ..."""
+    return f"seeds/{key.removeprefix(EVAL_PREFIX)}_{label}"
+
 
 def continuous_effect(code: int, what: str) -> str:
     """Correlation of continuous code ``code`` (1-based) with ``what`` ("slant" or "width")."""
@@ -71,10 +81,12 @@ MAPPING_FILE = "eval/mapping.json"
 DEMO_FIGURE = "eval/demo.png"
 CONFUSION_FIGURE = "eval/confusion.png"
 CLASSIFIER_WEIGHTS = "classifier.pt"
+SEEDS_TABLE_MD = "seeds.md"
+SEEDS_TABLE_CSV = "seeds.csv"
 
 # --- tags ---------------------------------------------------------------------------------------
 TAG_PREFIX = "infogan."
-STAGE = "infogan.stage"  # data | train | evaluate | report | pipeline | classifier | sweep
+STAGE = "infogan.stage"  # data | train | evaluate | report | pipeline | classifier | sweep | seeds
 CONFIG_HASH = "infogan.config_hash"
 HOST = "infogan.host"
 PRECISION = "infogan.precision"
@@ -88,6 +100,11 @@ EVALUATED_STEP = "infogan.evaluated_step"
 EVALUATED_RUN_ID = "infogan.evaluated_run_id"
 REPORT_RUNS = "infogan.report_runs"
 SWEEP_PARENT_RUN_ID = "infogan.sweep_parent_run_id"
+PARENT_RUN_ID = "mlflow.parentRunId"  # MLflow's own tag on a child run
+SEEDS_KEY = "infogan.seeds_key"  # a seed check's parent: its config and seeds, to find it again
+SEEDS_PARENT_RUN_ID = "infogan.seeds_parent_run_id"  # on the run `mlflow run -e seeds` opened
+SEEDS_PASSED_TAG = "infogan.seeds_passed"  # "4 of 5"
+SEEDS_WORST = "infogan.seeds_worst"  # the seed with the lowest generated accuracy
 
 
 def stage_run_id(stage: str) -> str:

@@ -68,6 +68,8 @@ def test_report_from_smoke_runs_is_a_typeset_document_with_every_figure(home, th
     assert any(mixed)  # smoke runs are too short to give every code one digit
     sentence = next(line for line in md.splitlines() if "Codes that draw more than one digit: in " in line)
     assert sentence.split(", at least one code")[0].count(" seed ") == sum(mixed)  # each mixed run named once
+    comparison = next(line for line in md.splitlines() if line.startswith("Runs with a code that draws its own"))
+    assert comparison.count(" seed ") == sum(mixed)
     # Q's own view of the fakes is moot where D judges changed copies: upsample-run trains with d_augment.
     augment = next(line for line in md.splitlines() if line.startswith("Q learns the code from randomly rotated"))
     assert "(tconv-run, tconv-sat)" in augment, augment
@@ -152,3 +154,28 @@ def test_report_names_the_run_and_metrics_it_lacks(home):
     assert "loss/info, prob/d_real, prob/d_fake_before_g, prob/d_fake_after_g" in str(e.value)
     assert "loss/d" not in str(e.value) and "loss/g" not in str(e.value)
     assert not (home / "reports").exists() or not any((home / "reports").iterdir())
+
+
+def _run(name: str, seed: int, **finals):
+    import pandas as pd
+
+    from pipeline.report.collect import RunData
+
+    rows = [(f"eval/{key}", 100, value, 1) for key, value in finals.items()]
+    return RunData(f"id{seed}", f"{name} s{seed}", {"seed": str(seed)}, pd.DataFrame(rows, columns=["key", "step", "value", "timestamp"]))
+
+
+def test_the_comparison_gives_mean_sd_the_worst_seed_and_the_runs_with_a_mixed_code():
+    from pipeline.report import spread
+    from pipeline.report.collect import variants
+
+    good = dict(q_accuracy=0.95, demo_score_min=10, demo_perfect_frac=1.0, fld=80.0)
+    runs = [_run("ns", 0, gen_accuracy=0.99, min_code_purity=0.97, **good),
+            _run("ns", 1, gen_accuracy=0.89, min_code_purity=0.43, **{**good, "demo_score_min": 9, "fld": 120.0}),
+            _run("ns", 2, gen_accuracy=0.98, min_code_purity=0.95, **good),
+            _run("sat", 5, gen_accuracy=0.7, min_code_purity=0.81, **good)]
+    rows = spread.comparison_rows(variants(runs))
+    assert rows == [["ns", "3", "0.953 ± 0.055", "s1: 0.89", "0.950 ± 0.000", "s1: 0.43", "9", "100", "93.3"],
+                    ["sat", "1", "0.700", "s5: 0.7", "0.950", "s5: 0.81", "10", "100", "80"]]
+    assert len(rows[0]) == len(spread.COLUMNS)
+    assert spread.mixed_runs(runs) == ["ns seed 1 (43%)"]

@@ -10,9 +10,10 @@ import numpy as np
 
 from .. import metrics, names
 from . import figures as fig
+from . import spread
 from .collect import RunData, read_png, variants
 from .document import Document, Figure, Formula, Heading, Prose, Table, Text
-from .wording import ARCH_NAMES, CHOICES, SETTINGS, mixed_codes, moot, num, setting
+from .wording import ARCH_NAMES, CHOICES, SETTINGS, mixed_codes, mixed_codes_in_comparison, moot, num, setting
 
 
 class Writer:
@@ -198,8 +199,7 @@ class Writer:
               Figure([self.draw("eval_curves", fig.eval_figure(self.runs))],
                      ["Evaluations during training (200 samples per code, after every epoch); a star marks the "
                       "evaluate stage's figure. The dashed line is the FLD between two sets of real test digits."]))
-        worst = [(r, r.final(names.MIN_CODE_PURITY)) for r in self.runs]
-        mixed = [f"{r.variant} seed {r.seed} ({100 * purity:.0f}%)" for r, purity in worst if purity < metrics.MIXED_BELOW]
+        mixed = spread.mixed_runs(self.runs)
         if mixed:
             d.add(Text(mixed_codes(mixed, metrics.MIXED_BELOW)))
 
@@ -269,16 +269,9 @@ class Writer:
               Heading(2, "Generator losses"),
               Prose("discussion_g_loss", "what the difference between the two G losses is, with the curves above."),
               Heading(2, "Architecture comparison"))
-        rows = []
-        for name, group in self.groups.items():
-            values = {k: np.array([r.final(k) for r in group]) for k in
-                      (names.GEN_ACCURACY, names.Q_ACCURACY, names.DEMO_SCORE_MIN, names.DEMO_PERFECT_FRAC, names.FLD)}
-            rows.append([name, str(len(group)), _mean_sd(values[names.GEN_ACCURACY]), _mean_sd(values[names.Q_ACCURACY]),
-                         num(np.nanmin(values[names.DEMO_SCORE_MIN]) if len(group) else float("nan")),
-                         num(100 * np.nanmean(values[names.DEMO_PERFECT_FRAC]), 3), num(np.nanmean(values[names.FLD]))])
-        d.add(Table(["experiment", "seeds", "gen acc", "Q acc", "worst demo", "demos 10/10 (%)", "FLD"], rows,
-                    "each experiment over its seeds: mean ± standard deviation; the worst demo of any seed",
-                    label="tab-comparison"),
+        mixed = spread.mixed_runs(self.runs)
+        d.add(Table(spread.COLUMNS, spread.comparison_rows(self.groups), spread.CAPTION, label="tab-comparison"),
+              Text(mixed_codes_in_comparison(mixed, metrics.MIXED_BELOW)),
               Prose("discussion_architectures", "which variant learned the digits, how fast, and why."))
         self.sweep_sections()
 
@@ -340,10 +333,3 @@ def _differ_in_g_loss_only(a: RunData, b: RunData) -> bool:
 
 def _share(run: RunData, step: int) -> float:
     return metrics.period2_share(metrics.amplitude_spectrum(metrics.grid_cells(read_png(run.images[f"step{step}"]), 10, 10)))
-
-
-def _mean_sd(values: np.ndarray) -> str:
-    values = values[~np.isnan(values)]
-    if not len(values):
-        return "–"
-    return f"{values.mean():.3f} ± {values.std(ddof=1):.3f}" if len(values) > 1 else f"{values[0]:.3f}"

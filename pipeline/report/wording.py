@@ -117,3 +117,12 @@ def mixed_codes(runs: list[str], below: float) -> str:
             "for that digit often gives another. Where two codes share the same two digits and z decides between "
             "them, each column of a demo gets one of the two wrong and still passes: the demo grade does not see "
             "it. The evaluate stage names the codes and digits (eval/mapping.json).")
+
+
+def mixed_codes_in_comparison(runs: list[str], below: float) -> str:
+    """The comparison's sentence on codes that draw more than one digit: the runs, or that none has one."""
+    if not runs:
+        return (f"In every run each code draws its own digit in at least {100 * below:.0f}% of its samples: "
+                "no code draws two digits.")
+    return (f"Runs with a code that draws its own digit in under {100 * below:.0f}% of its samples, i.e. draws "
+            f"more than one digit (the worst code's share in brackets): {', '.join(runs)}.")

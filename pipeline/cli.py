@@ -31,12 +31,13 @@ def _exit_code(error: Exception) -> tuple[Optional[int], Optional[str]]:
     """The exit code of an error that ends a command, and the prefix of its one-line message
     (None: nothing printed); (None, None) for an unexpected error, which shows its traceback."""
     from .data import DataError
+    from .lanes import JobsFailed
     from .loop import Interrupted, NonFiniteLoss
     from .models import IncompatibleState
     from .tracking import TrackingUnreachable
 
     table = ((UsageError, 2, "error: "), (ConfigError, 2, "config error: "), (Interrupted, 143, None),
-             ((DataError, NonFiniteLoss, TrackingUnreachable, IncompatibleState), 1, ""))
+             ((DataError, NonFiniteLoss, TrackingUnreachable, IncompatibleState, JobsFailed), 1, ""))
     for kinds, code, label in table:
         if isinstance(error, kinds):
             return code, label
@@ -173,7 +174,7 @@ def _run_experiments(args) -> int:
         seeds = [int(seed) for seed in args.seeds.split(",")]
     except ValueError:
         raise UsageError(f"--seeds takes whole numbers separated by commas, e.g. 0,1,2; not {args.seeds!r}") from None
-    stages.experiments(files, overrides, seeds=seeds, out=args.out)
+    stages.experiments(files, overrides, seeds=seeds, out=args.out, workers=args.workers, build_report=not args.job)
     return 0
 
 

@@ -11,15 +11,12 @@ from __future__ import annotations
 import hashlib
 import os
 import shlex
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 from omegaconf import DictConfig
 
-from .. import names, tracking
+from .. import lanes, names, tracking
 from ..config import UsageError, config_hash, flatten, load_config, to_yaml
 from .table import FIGURES, Bar, SeedRow, SeedTable
 
@@ -70,7 +67,7 @@ def stage(files: Sequence[str], overrides: Sequence[str], seeds: Sequence[int], 
         raise UsageError(f"--workers is {workers}; it must be at least 1")
     if not seeds:
         raise UsageError("--seeds names no seed")
-    threads = max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None
+    threads = lanes.threads_each(workers) if workers > 1 else None
     cfgs = configs(files, overrides, seeds, experiment, threads)
     base = cfgs[seeds[0]]
     from .. import data
@@ -211,47 +208,12 @@ def _print(table: SeedTable, base: DictConfig, log) -> None:
 
 def _spawn(files: Sequence[str], overrides: Sequence[str], seeds: Sequence[int], experiment: str, workers: int,
            threads: int, parent: str, log) -> None:
-    """Each seed in a process of its own, ``workers`` at a time; their lines go to this terminal
-    prefixed with the seed. A worker that fails does not stop the others."""
-    command = [sys.executable, "-m", "pipeline", "seeds", *sum((["-c", f] for f in files), []),
-               "--experiment", experiment, "--worker-threads", str(threads), "--parent-run", parent, *map(shlex.quote, overrides)]
-    env = {**os.environ, "TQDM_DISABLE": "1", "PYTHONUNBUFFERED": "1"}
-    pending, running, failed = list(seeds), [], []
-    try:
-        while pending or running:
-            while pending and len(running) < workers:
-                seed = pending.pop(0)
-                proc = subprocess.Popen([*command, "--seeds", str(seed)], env=env, stdout=subprocess.PIPE,
-                                        stderr=subprocess.STDOUT, text=True, bufsize=1)
-                running.append((seed, proc, _echo(proc, f"[seed {seed}] ", log)))
-            time.sleep(0.5)
-            for item in [r for r in running if r[1].poll() is not None]:
-                seed, proc, echo = item
-                echo.join()
-                running.remove(item)
-                if proc.returncode != 0:
-                    failed.append(f"seed {seed} (exit {proc.returncode})")
-    except BaseException:
-        for _, proc, _ in running:
-            proc.terminate()  # each checkpoints on SIGTERM
-        for _, proc, echo in running:
-            proc.wait()
-            echo.join()
-        raise
+    """Each seed in a process of its own (``lanes``), ``workers`` at a time."""
+    base = ["seeds", *sum((["-c", f] for f in files), []), "--experiment", experiment,
+            "--worker-threads", str(threads), "--parent-run", parent, *overrides]
+    failed = lanes.run([(f"seed {seed}", lanes.command(*base, "--seeds", str(seed))) for seed in seeds], workers, log)
     if failed:
         log("worker processes failed: " + ", ".join(failed) + "; the table shows what they left")
-
-
-def _echo(proc: subprocess.Popen, prefix: str, log):
-    import threading
-
-    def pump() -> None:
-        for line in proc.stdout:
-            log(prefix + line.rstrip("\n"))
-
-    thread = threading.Thread(target=pump, daemon=True)
-    thread.start()
-    return thread
 
 
 def worker(files: Sequence[str], overrides: Sequence[str], seed: int, experiment: str, threads: int,

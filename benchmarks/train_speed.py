@@ -7,8 +7,9 @@ are printed (the machine is shared; neighbours move absolute numbers).
         [--variants textbook,default,bf16,channels_last,compile] [--beside]
 
 ``paper`` steps as the default config trains it (D judges changed copies of the digits and Q
-reads them from D's passes, ``train.d_augment``), ``tconv`` as the lab's configs do (both views of
-D's batch norm, configs/experiments/tconv_ns.yaml). Variants: ``textbook`` (a fresh D forward in the G step with D's weight gradients, fp32, as
+reads them from D's passes, ``train.d_augment``), ``tconv`` and ``upsample_sn`` as the lab's configs
+do (configs/experiments/tconv_ns.yaml: both views of D's batch norm; upsample_sn_ns.yaml: mode
+seeking). Variants: ``textbook`` (a fresh D forward in the G step with D's weight gradients, fp32, as
 public InfoGAN code trains, with OpenMP as the environment leaves it, not as ``pipeline`` sets
 it); ``default`` (the project's step as ``infogan train`` runs it: D's changed copies and Q's term
 on real digits where the config has them (``paper``), G's average, fused Adam, ``train.precision=auto``, and the share of the cores that
@@ -77,13 +78,14 @@ def worker(arch: str, variant: str, seconds: float, batch_size: int) -> dict:
     from pipeline.augment import d_view, q_views
     from pipeline.config import load_config
     from pipeline.optim import averaged, make_optimisers
-    from pipeline.step import joint_share, train_step
+    from pipeline.step import joint_share, pair_codes, train_step
 
     bsz = 256 if variant == "b256" else batch_size
     if variant == "1thread":
         torch.set_num_threads(1)
-    # tconv as the lab's runs train it (both views of D's batch norm); paper as the default does.
-    files = [str(ROOT / "configs" / "experiments" / "tconv_ns.yaml")] if arch == "tconv" else []
+    # tconv and upsample_sn as the lab's runs train them (configs/experiments/); paper as the default does.
+    lab = {"tconv": "tconv_ns.yaml", "upsample_sn": "upsample_sn_ns.yaml"}
+    files = [str(ROOT / "configs" / "experiments" / lab[arch])] if arch in lab else []
     changed = {"no_real_q": ["train.real_consistency=0"], "own_views": ["train.d_augment=false"]}.get(variant, [])
     cfg = load_config(files, [f"model.arch={arch}", f"train.batch_size={bsz}", *changed])
     torch.manual_seed(0)
@@ -128,10 +130,12 @@ def worker(arch: str, variant: str, seconds: float, batch_size: int) -> dict:
         def step():
             z, c = latents.sample(bsz, 54, 10, rng, cpu)
             # Half of D's images changed, as mid-run; every image's copy is made either way.
+            c = pair_codes(c) if cfg.train.mode_seeking else c
             train_step(g, d, opt, x, z, c, 1.0, "non_saturating", True, joint_batch=joint, info_view=info_view,
                        precision=lambda: hardware.autocast(precision, cpu), real_view=real_view,
                        real_weight=cfg.train.real_consistency,
-                       d_view=d_view(rng, 0.5) if cfg.train.d_augment else None)
+                       d_view=d_view(rng, 0.5) if cfg.train.d_augment else None,
+                       seeking=cfg.train.mode_seeking, seeking_cap=cfg.train.mode_seeking_cap)
             g_ema.update_parameters(g)
     share = hardware.ThreadShare(torch.get_num_threads()) if variant == "default" else None
     start = time.perf_counter()

@@ -45,6 +45,10 @@ def stage(cfg: DictConfig, resume: Optional[str] = None, epochs: Optional[int] =
     state = None
     if resume is not None:
         cfg, state = _resumed(cfg, resume, epochs, log)
+    # Every computation of the run, the real digits' FLD features included, at the run's thread
+    # count: a convolution's sums can round differently on another count, and a resumed run must
+    # measure what the uninterrupted one did.
+    hardware.set_threads(cfg.train.threads)
     arrays, info = prepare(cfg.data, log=log)
     evaluator = _evaluator(cfg, arrays, info.sha256, log) if cfg.eval.every_epochs else None
     name = None if resume is not None else cfg.tracking.run_name or f"train {cfg.model.arch} s{cfg.seed}"

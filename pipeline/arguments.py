@@ -160,10 +160,10 @@ def _other_commands(command, sub) -> None:
                    help="train every config with each of these seeds (default 0,1,2: the report gives "
                         "each experiment's mean and spread over them)")
     p.add_argument("--out", type=Path, help="report folder (default: reports/<experiment>)")
-    p.add_argument("--workers", type=int, default=2, metavar="N",
+    p.add_argument("--workers", type=int, default=1, metavar="N",
                    help="runs trained at a time, each in its own process with cores/N torch threads where "
-                        "a config leaves train.threads at 0 (default 2: on a 2-core CPU two one-thread runs "
-                        "train faster in all than one two-thread run; 1 trains them one by one)")
+                        "a config leaves train.threads at 0 (default 1: one by one on every core; more pays "
+                        "where a run's step does not scale to all cores)")
     p.add_argument("--job", action="store_true", help=argparse.SUPPRESS)  # train and evaluate only: no report
 
     p = sub.add_parser("init", help="create the tracking store and an experiment, then exit",

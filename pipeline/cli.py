@@ -174,7 +174,9 @@ def _run_experiments(args) -> int:
         seeds = [int(seed) for seed in args.seeds.split(",")]
     except ValueError:
         raise UsageError(f"--seeds takes whole numbers separated by commas, e.g. 0,1,2; not {args.seeds!r}") from None
-    stages.experiments(files, overrides, seeds=seeds, out=args.out, workers=args.workers, build_report=not args.job)
+    # A --job is one run that run-experiments started in a process of its own: it trains there.
+    stages.experiments(files, overrides, seeds=seeds, out=args.out, workers=1 if args.job else args.workers,
+                       build_report=not args.job)
     return 0
 
 

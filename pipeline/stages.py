@@ -88,7 +88,7 @@ def experiments(files: Sequence[str], overrides: Sequence[str] = (), seeds: Sequ
         todo = [(path, seed, job) for path, seed, job, cfg in jobs if _finished_run(cfg) is None]
         log(f"{len(todo)} of {len(jobs)} runs to train, {lanes.describe(workers, threads)}")
         failed = lanes.run([(f"{Path(path).stem} s{seed}",
-                             lanes.command("run-experiments", path, *job, "--seeds", str(seed), "--workers", "1", "--job"))
+                             lanes.command("run-experiments", path, *job, "--seeds", str(seed), "--job"))
                             for path, seed, job in todo], workers, log)
         if failed:
             raise lanes.JobsFailed(f"runs that did not finish: {', '.join(failed)}; run the same command "

@@ -165,6 +165,7 @@ def _check_choices(check: _Checker) -> None:
     check.choice("train.g_loss", G_LOSSES)
     check.choice("train.device", DEVICES)
     check.choice("train.precision", PRECISIONS)
+    check.choice("eval.classifier_precision", PRECISIONS)
     check.choice("train.real_fake_batch", REAL_FAKE_BATCH)
     check.choice("tracking.checkpoint_keep", CHECKPOINT_KEEP)
 
@@ -257,14 +258,15 @@ def flatten(cfg: DictConfig) -> dict[str, Any]:
 
 
 NOT_HASHED = ("tracking.run_name", "tracking.system_metrics", "tracking.registered_model",
-              "tracking.checkpoint_keep")
+              "tracking.checkpoint_keep", "eval.classifier_cache")
 
 
 # Keys added after runs were made, with the value that means "as before": at that value they are
 # left out of the hash, so runs made before they existed are still found as the same config.
 ADDED_LATER = {"train.instance_noise": 0.0, "model.continuous_codes": 0, "train.continuous_weight": 1.0,
                "eval.q_test_images": None, "train.mode_seeking": 0.0, "train.mode_seeking_after_epochs": 0.5,
-               "train.mode_seeking_cap": 0.2, "train.d_augment": False, "train.d_augment_floor": 0.2}
+               "train.mode_seeking_cap": 0.2, "train.d_augment": False, "train.d_augment_floor": 0.2,
+               "eval.classifier_precision": "auto"}
 
 
 def config_hash(cfg: DictConfig) -> str:

@@ -2,12 +2,17 @@
 network, its training, reading images with it, and the one logged copy every run reuses."""
 from __future__ import annotations
 
+import ast
+import copy
 import hashlib
+import inspect
 import math
+import os
 import tempfile
+import textwrap
 import warnings
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -15,66 +20,165 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import nn
 
-from . import augment, names, tracking
+from . import augment, hardware, names, tracking
 
 MIN_CLASSIFIER_ACCURACY = 0.99
 CLASSIFIER_SEED = 0  # one classifier judges every run, whatever the run's own seed
+BATCH_SIZE = 128
+CACHE_FORMAT = 1  # what a cached classifier file holds (see _cache_entry)
 
 
 def classifier_key(cfg: DictConfig, data_sha256: str) -> str:
-    """What the classifier depends on: its training settings and the data it learned from."""
+    """What the classifier depends on: its training settings, the precision it trains in here,
+    the code that defines and trains it, and the data it learned from."""
     e = cfg.eval
-    body = repr((e.classifier_epochs, e.classifier_lr, e.classifier_train_subset, CLASSIFIER_SEED, data_sha256))
+    body = repr((e.classifier_epochs, e.classifier_lr, e.classifier_train_subset, CLASSIFIER_SEED,
+                 _precision(cfg), BATCH_SIZE, code_fingerprint(), data_sha256))
     return hashlib.sha256(body.encode()).hexdigest()[:16]
+
+
+def code_fingerprint(objects: Optional[tuple] = None) -> str:
+    """A hash of the code the classifier's weights come from (``objects``; by default its network,
+    its training and the augmentation it trains with), without comments and docstrings: a change
+    there is a new classifier, in every store and in the user cache."""
+    parts = []
+    for obj in objects or CODE:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(obj)))
+        for node in ast.walk(tree):
+            body = getattr(node, "body", None)
+            if (isinstance(body, list) and body and isinstance(body[0], ast.Expr)
+                    and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str)):
+                node.body = body[1:] or [ast.Pass()]
+        parts.append(ast.dump(tree))
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
+def cache_dir() -> Path:
+    """The user's cache folder for what every clone of the project on this machine can share:
+    ``$INFOGAN_CACHE_DIR``, else ``$XDG_CACHE_HOME/infogan-pipeline``, else
+    ``~/.cache/infogan-pipeline`` (as torch hub and Hugging Face keep their downloads)."""
+    if os.environ.get("INFOGAN_CACHE_DIR"):
+        return Path(os.environ["INFOGAN_CACHE_DIR"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base).expanduser() / "infogan-pipeline"
+
+
+def cached_path(key: str) -> Path:
+    return cache_dir() / "classifier" / f"{key}.pt"
 
 
 def get_classifier(cfg: DictConfig, tensors: dict, data_sha256: str,
                    log: Callable[[str], None] = print) -> tuple[Classifier, str, float]:
-    """The reference classifier: the logged one with the same key, else trained now and logged
-    as its own run in ``eval.classifier_experiment``. Returns (model, run id, test accuracy)."""
+    """The reference classifier: the one logged in this store with the same key; else the user
+    cache's copy (``eval.classifier_cache``), logged to this store; else trained now, logged as
+    its own run in ``eval.classifier_experiment`` and cached. Returns (model, run id, test
+    accuracy)."""
+    device = tensors["test_x"].device
     key = classifier_key(cfg, data_sha256)
     found = tracking.find_finished_run(cfg.eval.classifier_experiment, {names.CLASSIFIER_KEY: key})
     if found is not None:
         model = tracking.load_state_dict_model(Classifier(), found.info.run_id, names.CLASSIFIER_WEIGHTS)
         accuracy = found.data.metrics.get(names.CLASSIFIER_ACCURACY, float("nan"))
         log(f"reference classifier: run {found.info.run_id} (test accuracy {accuracy:.4f})")
-        return model.to(tensors["test_x"].device).eval(), found.info.run_id, accuracy
+        return model.to(device).eval(), found.info.run_id, accuracy
 
     e = cfg.eval
-    train_tensors = dict(tensors)
-    if e.classifier_train_subset is not None:
-        train_tensors["train_x"] = tensors["train_x"][:e.classifier_train_subset]
-        train_tensors["train_y"] = tensors["train_y"][:e.classifier_train_subset]
-    log(f"training the reference MNIST classifier ({e.classifier_epochs} epochs; once, then reused)")
-    run_id = tracking.new_run(cfg.eval.classifier_experiment, "reference-classifier",
-                              {names.CLASSIFIER_KEY: key, names.STAGE: "classifier", names.DATA_SHA256: data_sha256})
+    entry = _read_cache(key, log) if e.classifier_cache else None
+    if entry is not None:
+        model = Classifier()
+        model.load_state_dict(entry["state_dict"])
+        curve = list(entry["curve"])
+        log(f"reference classifier: the cached copy {cached_path(key)} (test accuracy {curve[-1]:.4f}), "
+            f"logged to this store")
+    else:
+        train_tensors = dict(tensors)
+        if e.classifier_train_subset is not None:
+            train_tensors["train_x"] = tensors["train_x"][:e.classifier_train_subset]
+            train_tensors["train_y"] = tensors["train_y"][:e.classifier_train_subset]
+        log(f"training the reference MNIST classifier ({e.classifier_epochs} epochs in {_precision(cfg)}; "
+            f"once, then reused)")
+        curve = []
+
+        def progress(epoch: int, accuracy: float) -> None:
+            curve.append(accuracy)
+            log(f"  classifier epoch {epoch}/{e.classifier_epochs}: test accuracy {accuracy:.4f}")
+
+        model, _ = train_classifier(train_tensors, e.classifier_epochs, BATCH_SIZE, e.classifier_lr,
+                                    CLASSIFIER_SEED, progress, precision=_precision(cfg))
+        if e.classifier_cache:
+            _write_cache(key, model, curve, log)
+    run_id = _log_classifier(cfg, key, data_sha256, model, curve, cached=entry is not None)
+    accuracy = curve[-1]
+    if accuracy < MIN_CLASSIFIER_ACCURACY and e.classifier_train_subset is None:
+        warnings.warn(f"the reference classifier reached only {accuracy:.4f} test accuracy "
+                      f"(< {MIN_CLASSIFIER_ACCURACY}); eval/ figures are less trustworthy", stacklevel=2)
+    return model.to(device).eval(), run_id, accuracy
+
+
+def _precision(cfg: DictConfig) -> str:
+    return hardware.resolve_precision(cfg.eval.classifier_precision, hardware.pick_device(cfg.train.device))
+
+
+def _log_classifier(cfg: DictConfig, key: str, data_sha256: str, model: Classifier, curve: list[float],
+                    cached: bool) -> str:
+    """The classifier as its own finished run: settings, test accuracy per epoch, weights, model."""
+    e = cfg.eval
+    tags = {names.CLASSIFIER_KEY: key, names.STAGE: "classifier", names.DATA_SHA256: data_sha256}
+    if cached:
+        tags[names.CLASSIFIER_CACHED_FROM] = str(cached_path(key))
+    run_id = tracking.new_run(e.classifier_experiment, "reference-classifier", tags)
     tracker = tracking.MlflowTracker(run_id)
     try:
         tracker.log_params({"classifier.epochs": e.classifier_epochs, "classifier.lr": e.classifier_lr,
-                            "classifier.train_subset": e.classifier_train_subset, "seed": CLASSIFIER_SEED})
-
-        def progress(epoch: int, accuracy: float) -> None:
+                            "classifier.train_subset": e.classifier_train_subset, "seed": CLASSIFIER_SEED,
+                            "classifier.precision": _precision(cfg), "classifier.batch_size": BATCH_SIZE,
+                            "classifier.code": code_fingerprint()})
+        for epoch, accuracy in enumerate(curve, start=1):
             tracker.log_metrics({names.CLASSIFIER_ACCURACY: accuracy}, step=epoch)
-            log(f"  classifier epoch {epoch}/{e.classifier_epochs}: test accuracy {accuracy:.4f}")
-
-        model, accuracy = train_classifier(train_tensors, e.classifier_epochs, 128, e.classifier_lr,
-                                                 CLASSIFIER_SEED, progress)
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / names.CLASSIFIER_WEIGHTS
             torch.save(model.state_dict(), path)
             tracker.log_artifact(path)
-        if cfg.eval.classifier_train_subset is None:
-            tracker.log_model(model.cpu().eval(), "classifier")
-            model.to(tensors["test_x"].device)
+        if e.classifier_train_subset is None:
+            tracker.log_model(copy.deepcopy(model).cpu().eval(), "classifier")
         tracker.flush()
     except BaseException:
         tracking.end_run(run_id, "FAILED")
         raise
     tracking.end_run(run_id, "FINISHED")
-    if accuracy < MIN_CLASSIFIER_ACCURACY and e.classifier_train_subset is None:
-        warnings.warn(f"the reference classifier reached only {accuracy:.4f} test accuracy "
-                      f"(< {MIN_CLASSIFIER_ACCURACY}); eval/ figures are less trustworthy", stacklevel=2)
-    return model.eval(), run_id, accuracy
+    return run_id
+
+
+def _read_cache(key: str, log: Callable[[str], None]) -> Optional[dict]:
+    """The cached classifier with this key, or None when there is none or it cannot be read (then
+    it is trained again and the file replaced)."""
+    path = cached_path(key)
+    if not path.is_file():
+        return None
+    try:
+        entry = torch.load(path, map_location="cpu", weights_only=True)
+        if entry.get("format") != CACHE_FORMAT or entry.get("key") != key or not entry.get("curve"):
+            raise ValueError("not a cached classifier of this version")
+        Classifier().load_state_dict(entry["state_dict"])
+        return entry
+    except Exception as exc:  # a cache must never stop a run: anything unreadable is retrained
+        log(f"ignoring the cached classifier {path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+        return None
+
+
+def _write_cache(key: str, model: Classifier, curve: list[float], log: Callable[[str], None]) -> None:
+    """Write the cache file whole or not at all (a temporary file renamed into place); a folder
+    that cannot be written costs the cache, not the run."""
+    path = cached_path(key)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".partial", delete=False) as tmp:
+            torch.save({"format": CACHE_FORMAT, "key": key, "curve": [float(a) for a in curve],
+                        "state_dict": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}},
+                       tmp)
+        os.replace(tmp.name, path)
+    except OSError as exc:
+        log(f"could not keep the classifier in the user cache ({exc}); eval.classifier_cache=false stops trying")
 
 
 class Classifier(nn.Module):
@@ -135,8 +239,8 @@ def features(model: Classifier, x: torch.Tensor, batch_size: int = 1000) -> np.n
 
 
 def train_classifier(tensors: dict, epochs: int, batch_size: int, lr: float, seed: int,
-                     progress: Callable[[int, float], None] = lambda epoch, acc: None
-                     ) -> tuple[Classifier, float]:
+                     progress: Callable[[int, float], None] = lambda epoch, acc: None,
+                     precision: str = "fp32") -> tuple[Classifier, float]:
     """Train the reference classifier on MNIST's training set; returns it and its test accuracy.
 
     One-cycle learning-rate schedule and light augmentation: about 99.4% after 5 epochs
@@ -144,7 +248,9 @@ def train_classifier(tensors: dict, epochs: int, batch_size: int, lr: float, see
     """
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
-    model = Classifier().to(tensors["train_x"].device)
+    # channels_last: the convolutions' fast layout on CPUs (measured 1.6-1.9x a step,
+    # benchmarks/classifier_speed.py); the weights it saves load into any layout.
+    model = Classifier().to(tensors["train_x"].device, memory_format=torch.channels_last)
     x_all, y_all = tensors["train_x"], tensors["train_y"].long()
     n = x_all.shape[0]
     steps = epochs * math.ceil(n / batch_size)
@@ -156,8 +262,10 @@ def train_classifier(tensors: dict, epochs: int, batch_size: int, lr: float, see
         perm = torch.randperm(n, generator=generator).to(x_all.device)
         for i in range(0, n, batch_size):
             idx = perm[i:i + batch_size]
-            x = _augment(x_all[idx].float().div_(255.0), generator)
-            loss = F.cross_entropy(model(x), y_all[idx])
+            x = _augment(x_all[idx].float().div_(255.0), generator).contiguous(memory_format=torch.channels_last)
+            with hardware.autocast(precision, x.device):
+                logits = model(x)
+            loss = F.cross_entropy(logits.float(), y_all[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -171,3 +279,7 @@ def train_classifier(tensors: dict, epochs: int, batch_size: int, lr: float, see
 def test_accuracy(model: Classifier, tensors: dict) -> float:
     predicted = predict(model, tensors["test_x"])
     return float((predicted == tensors["test_y"].long()).float().mean())
+
+
+# What the classifier's weights come from, fingerprinted into its key (code_fingerprint).
+CODE = (Classifier, train_classifier, _augment, augment.random_affine)

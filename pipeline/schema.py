@@ -124,10 +124,17 @@ class EvalConfig:
     fld_samples: int = 2000
     # Q's accuracy (eval/q_accuracy) on the first N real test images; null = all 10,000.
     q_test_images: Optional[int] = None
-    # The reference classifier: trained once, logged to this experiment, reused while these keys match.
+    # The reference classifier: trained once, logged to this experiment, reused while these keys,
+    # the data and the classifier's code match.
     classifier_experiment: str = "classifier"
-    classifier_epochs: int = 5
+    classifier_epochs: int = 3
     classifier_lr: float = 3e-3
+    # Its training step's precision, as train.precision: auto = bf16 where the hardware runs it.
+    classifier_precision: str = "auto"
+    # Keep the trained classifier in the user's cache folder too ($INFOGAN_CACHE_DIR, else
+    # $XDG_CACHE_HOME/infogan-pipeline, else ~/.cache/infogan-pipeline), so a new store or a fresh
+    # clone on this machine logs that copy instead of training it again; false = train per store.
+    classifier_cache: bool = True
     # Train it on the first N training images only (smoke runs); null = all 60,000.
     classifier_train_subset: Optional[int] = None
 

@@ -8,6 +8,7 @@ import contextlib
 import os
 import shutil
 import socket
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,10 @@ import torch
 # interval (10 s by default here), so the tests that look for them sample every 2 s. Inherited
 # by every process a test starts.
 os.environ["MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL"] = "2"
+
+# The user cache folder (the reference classifier's copy shared by every store on the machine)
+# is a throw-away one per test process, so no test reads or fills the user's own.
+os.environ["INFOGAN_CACHE_DIR"] = tempfile.mkdtemp(prefix="infogan-test-cache-")
 
 # `make test` runs one pytest worker per core (pytest-xdist): each keeps to one thread, so two
 # workers never fight over the cores the way two multi-threaded torch processes do.

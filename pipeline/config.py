@@ -21,7 +21,7 @@ from .schema import Config
 # checked against ``models.ARCHITECTURES`` and ``losses.G_LOSSES``, which build them).
 REAL_FAKE_BATCH = ("separate", "joint", "both")
 CHECKPOINT_KEEP = ("last", "none")
-DEVICES = ("auto", "cpu", "cuda")
+DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16")
 
 

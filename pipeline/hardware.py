@@ -14,11 +14,20 @@ from .config import ConfigError
 from .cpuinfo import BF16_FLAGS, cpu_flags
 
 
+def mps_is_available() -> bool:
+    """Apple's GPU (Metal), as PyTorch reports it."""
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend is not None and backend.is_available())
+
+
 def pick_device(name: str) -> torch.device:
+    """``train.device`` made concrete: ``auto`` is a CUDA GPU, else Apple's GPU (mps), else the CPU."""
     if name == "cuda" and not torch.cuda.is_available():
         raise ConfigError("train.device is 'cuda' but no CUDA device is available (use auto or cpu)")
+    if name == "mps" and not mps_is_available():
+        raise ConfigError("train.device is 'mps' but PyTorch finds no Apple GPU here (use auto or cpu)")
     if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
+        name = "cuda" if torch.cuda.is_available() else "mps" if mps_is_available() else "cpu"
     return torch.device(name)
 
 
@@ -146,5 +155,7 @@ def describe(device: torch.device, asked: str, used: str) -> str:
         return f"train.precision={asked}"
     if used == "bf16":
         return "auto: bf16 runs in hardware here"
+    if device.type == "mps":
+        return "auto: fp32 on Apple's GPU"
     what = "this GPU" if device.type == "cuda" else "this CPU (no AMX or AVX512-BF16)"
     return f"auto: {what} would emulate bf16, slower than fp32"

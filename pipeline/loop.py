@@ -165,9 +165,9 @@ class Loop:
         self.state = self._new_state(nets)
         log(f"training on {self.device.type} in {self.precision} "
             f"({hardware.describe(self.device, tcfg.precision, self.precision)})")
-        tracker.set_tags({names.PRECISION: self.precision})
+        tracker.set_tags({names.PRECISION: self.precision, names.DEVICE: self.device.type})
         if resume is None:
-            tracker.log_params({"precision_used": self.precision})
+            tracker.log_params({"precision_used": self.precision, "device_used": self.device.type})
         self.info_view, self.real_view = augment.q_views(tcfg, self.state.rng)
         if arrays is None:
             arrays, _ = prepare(cfg.data, log=log)
@@ -280,7 +280,10 @@ class Loop:
         measured, rows = None, None  # the traversals' rows: digits 0-9 once a mapping gives each a code
         every = self.cfg.eval.every_epochs
         if self.evaluator is not None and every and (s.epoch % every == 0 or s.epoch == tcfg.epochs):
-            measurement = self.evaluator(s.shown_g, s.d)
+            # In the step's precision: bf16 halves its cost where training runs in bf16
+            # (benchmarks/eval_speed.py); the evaluate stage's figures of record stay fp32.
+            with hardware.autocast(self.precision, self.device):
+                measurement = self.evaluator(s.shown_g, s.d)
             measured, rows = measurement.as_metrics(), measurement.codes_by_digit()
             self.last.update(measured)
             faults.point("evaluated")

@@ -100,10 +100,12 @@ class TrainConfig:
     steps_per_epoch: Optional[int] = None
     # Metrics are averaged over this many iterations and logged in one batch.
     log_every: int = 25
+    # auto = a CUDA GPU, else Apple's GPU (mps), else the CPU | cpu | cuda | mps; the run logs the
+    # one it used (param device_used, tag infogan.device).
     device: str = "auto"
-    # Forward passes of the step in bf16 autocast (weights, optimiser state, losses and the
-    # evaluation stay fp32): auto = bf16 where the hardware runs it (a CUDA GPU with bf16, a CPU
-    # with AMX or AVX512-BF16), fp32 elsewhere | fp32 | bf16.
+    # Forward passes of the step and of the evaluation after each epoch in bf16 autocast (weights,
+    # optimiser state, losses and the evaluate stage stay fp32): auto = bf16 where the hardware runs
+    # it (a CUDA GPU with bf16, a CPU with AMX or AVX512-BF16), fp32 elsewhere | fp32 | bf16.
     precision: str = "auto"
     # torch intra-op threads; 0 = one per CPU core, fewer while other processes keep cores busy
     # (hardware.ThreadShare); N = exactly N.

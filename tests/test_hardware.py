@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 import pytest
 import torch
 from mlflow import MlflowClient
@@ -109,3 +111,110 @@ def test_the_busy_time_reader_reads_this_linux_machine():
     assert first is not None and first > 0
     sum(i * i for i in range(2_000_000))  # a little work of this process's own
     assert hardware.busy_cpu_seconds() > first
+
+
+class Precisions:
+    """What precision G's and D's layers compute in (a forward hook on every convolution and
+    linear layer, in training steps and in the evaluation after the epoch), and whether autocast
+    was on when the loop evaluated."""
+
+    def __init__(self, g, d):
+        self.train: set = set()
+        self.evaluation: set = set()
+        self.evaluating = False
+        self.hooks = [self.watch(net) for net in (g, d)]
+
+    def watch(self, net) -> list:
+        return [module.register_forward_hook(self.hook) for module in net.modules()
+                if isinstance(module, (torch.nn.Conv2d, torch.nn.ConvTranspose2d, torch.nn.Linear))]
+
+    def hook(self, module, inputs, output):
+        (self.evaluation if self.evaluating else self.train).add(output.dtype)
+
+    def evaluator(self, g, d):
+        from pipeline import measure, metrics, names
+
+        self.evaluating = True
+        hooks = self.watch(g) + self.watch(d)  # g is the one shown: G's average, a copy of G
+        try:
+            with torch.no_grad():
+                d(g(torch.randn(4, g.noise_dim), torch.eye(g.code_dim)[:4]))  # as measure.measure reads them
+        finally:
+            self.evaluating = False
+            for hook in hooks:
+                hook.remove()
+        counts = np.eye(10, dtype=int) * 5
+        return measure.Measurement(metrics.CodeMapping(np.arange(10), counts), 1.0, 1.0, np.full(3, 10), None)
+
+
+def small_fit(tmp_path, precision: str, resume=None, epochs: int = 1):
+    from pipeline import loop, models
+    from pipeline.tracking import NullTracker
+
+    cfg = load_config([], [f"train.precision={precision}", f"train.epochs={epochs}", "train.batch_size=8",
+                           "train.steps_per_epoch=2", "train.log_every=1", "train.threads=1"])
+    g, d = models.build(cfg.model)
+    seen = Precisions(g, d)
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(16, 28, 28), dtype=np.uint8)
+    arrays = {"train_images": images, "train_labels": np.arange(16) % 10, "test_images": images,
+              "test_labels": np.arange(16) % 10}
+    result = loop.fit(cfg, NullTracker(), tmp_path / "last.pt", resume=resume, log=lambda m: None,
+                      arrays=arrays, evaluator=seen.evaluator, nets=(g, d))
+    return seen, result
+
+
+def test_bf16_runs_the_step_and_the_evaluation_in_bf16_and_its_checkpoint_resumes_in_fp32(tmp_path):
+    from pipeline import checkpoint
+
+    seen, result = small_fit(tmp_path, "bf16")
+    assert seen.train == {torch.bfloat16} and seen.evaluation == {torch.bfloat16}
+    state = checkpoint.load(tmp_path / "last.pt")
+    assert all(t.dtype == torch.float32 for t in state["g"].values() if t.is_floating_point())
+
+    resumed, result = small_fit(tmp_path, "fp32", resume=state, epochs=2)
+    assert resumed.train == {torch.float32} and resumed.evaluation == {torch.float32}
+    assert result.step == 4 and all(math.isfinite(v) for k, v in result.metrics.items() if k.startswith("loss/"))
+
+
+def test_fp32_runs_the_step_and_the_evaluation_in_fp32(tmp_path):
+    seen, _ = small_fit(tmp_path, "fp32")
+    assert seen.train == {torch.float32} and seen.evaluation == {torch.float32}
+
+
+@pytest.mark.parametrize("cuda, mps, expected", [(False, False, "cpu"), (False, True, "mps"), (True, True, "cuda")])
+def test_auto_picks_a_cuda_gpu_then_apples_gpu_then_the_cpu(monkeypatch, cuda, mps, expected):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: mps)
+    assert hardware.pick_device("auto") == torch.device(expected)
+    assert hardware.pick_device("cpu") == CPU
+    if mps:
+        assert hardware.resolve_precision("auto", torch.device("mps")) == "fp32"
+    else:
+        with pytest.raises(ConfigError, match="train.device is 'mps' but PyTorch finds no Apple GPU"):
+            hardware.pick_device("mps")
+
+
+def test_a_run_logs_the_device_it_trained_on(tmp_path, monkeypatch):
+    from pipeline import names
+    from pipeline.tracking import NullTracker
+
+    class Tags(NullTracker):
+        def __init__(self):
+            self.tags, self.params = {}, {}
+
+        def set_tags(self, tags):
+            self.tags.update(tags)
+
+        def log_params(self, params):
+            self.params.update(params)
+
+    from pipeline import loop, models
+
+    cfg = load_config([], ["train.epochs=1", "train.batch_size=8", "train.steps_per_epoch=1", "train.threads=1",
+                           "eval.every_epochs=0", "train.precision=fp32"])
+    tracker = Tags()
+    images = np.zeros((8, 28, 28), dtype=np.uint8)
+    arrays = {"train_images": images, "train_labels": np.zeros(8), "test_images": images, "test_labels": np.zeros(8)}
+    loop.fit(cfg, tracker, tmp_path / "last.pt", log=lambda m: None, arrays=arrays, nets=models.build(cfg.model))
+    assert tracker.tags[names.DEVICE] == "cpu" and tracker.params["device_used"] == "cpu"

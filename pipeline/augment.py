@@ -51,9 +51,21 @@ def random_stroke_width(x: torch.Tensor, generator: torch.Generator, max_blend: 
     max_blend]; max_blend 1 is about one pixel of stroke width either way."""
     weight = (torch.rand(x.shape[0], generator=generator, device=generator.device) * 2 - 1).to(x.device)
     weight = (weight * max_blend).view(-1, 1, 1, 1).to(x.dtype)
-    thicker = F.max_pool2d(x, 3, stride=1, padding=1)
-    thinner = -F.max_pool2d(-x, 3, stride=1, padding=1)
+    thicker, thinner = dilate3(x), -dilate3(-x)
     return x + weight.clamp(min=0) * (thicker - x) + (-weight).clamp(min=0) * (thinner - x)
+
+
+def dilate3(x: torch.Tensor) -> torch.Tensor:
+    """Each pixel of ``x`` [B, C, H, W] replaced by the largest in its 3x3 neighbourhood: a 3x3 max
+    pool with stride 1. Where no gradient is needed (real digits, detached fakes) as the maximum
+    of shifted copies, the same values about 10x faster than PyTorch's max pool on one-channel
+    images on a CPU; where one is, the max pool, whose backward is the faster of the two."""
+    if torch.is_grad_enabled() and x.requires_grad:
+        return F.max_pool2d(x, 3, stride=1, padding=1)
+    h, w = x.shape[-2:]
+    padded = F.pad(x, (1, 1, 1, 1), value=float("-inf"))
+    rows = torch.maximum(torch.maximum(padded[..., 0:h, :], padded[..., 1:h + 1, :]), padded[..., 2:h + 2, :])
+    return torch.maximum(torch.maximum(rows[..., 0:w], rows[..., 1:w + 1]), rows[..., 2:w + 2])
 
 
 def q_view(rng: torch.Generator) -> Callable[[torch.Tensor], torch.Tensor]:

@@ -266,3 +266,17 @@ def test_mode_seeking_makes_gs_images_differ_more_with_z():
             return mode_seeking_reward(g(z, latents.one_hot(c, g.code_dim)), z, cap=100.0).item()
 
     assert reward_after(100.0) > 1.5 * reward_after(0.0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_dilate3_is_a_3x3_max_pool_with_and_without_gradients(dtype):
+    x = torch.rand(6, 1, 28, 28, generator=torch.Generator().manual_seed(3)).to(dtype)
+    x[:, :, :4] = 0.0  # ties, as on a real digit's ground
+    pooled = torch.nn.functional.max_pool2d(x, 3, stride=1, padding=1)
+    assert torch.equal(augment.dilate3(x), pooled)
+    assert torch.equal(-augment.dilate3(-x), -torch.nn.functional.max_pool2d(-x, 3, stride=1, padding=1))
+    leaf = x.clone().requires_grad_(True)
+    augment.dilate3(leaf).sum().backward()
+    expected = x.clone().requires_grad_(True)
+    torch.nn.functional.max_pool2d(expected, 3, stride=1, padding=1).sum().backward()
+    assert torch.equal(leaf.grad, expected.grad)

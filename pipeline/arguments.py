@@ -87,10 +87,22 @@ def _generate_command(command) -> None:
     p.add_argument("--seed", type=int, default=0, help="noise seed; the same seed gives the same images")
     p.add_argument("--out", required=True, type=Path, help="output file (.png, or .npz with --raw)")
 
-    p = command("promote", help="make a run's registered generator the champion",
+    p = command("classify", help="read digits in PNG images with a trained Q",
+                description="Q, read through the run's code -> digit mapping, as an unsupervised digit "
+                "classifier: prints `IMAGE: digit D (code K, probability P)` per image. Images are PNGs of "
+                "28x28 pixels, a white digit on black as in MNIST. The model is the one `infogan evaluate` "
+                "logs and registers (default: models:/infogan-classifier@champion).")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--model", metavar="URI", help="a logged or registered classifier, e.g. "
+                        "models:/infogan-classifier@champion or runs:/RUN_ID/classifier_pyfunc")
+    source.add_argument("--run-id", metavar="RUN_ID", help="the evaluated training run whose Q to use")
+    p.add_argument("images", nargs="+", type=Path, metavar="IMAGE.png", help="the images to read")
+
+    p = command("promote", help="make a run's registered generator (and classifier) the champion",
                 description="Point the Model Registry alias (default: champion) at the newest "
                 "version of the run's generator that `infogan evaluate` registered, so "
-                "models:/infogan-generator@champion names the generator to demo with.")
+                "models:/infogan-generator@champion names the generator to demo with; and the same "
+                "alias at the run's registered classifier (Q), models:/infogan-classifier@champion.")
     p.add_argument("run_id", metavar="RUN_ID", help="the training run whose generator to promote")
     p.add_argument("--alias", default="champion", help="the alias to set (default: champion)")
 

@@ -136,6 +136,14 @@ def _generate(args) -> int:
     return 0
 
 
+def _classify(args) -> int:
+    from .classify import DEFAULT_MODEL, classify
+
+    model = args.model or (f"runs:/{args.run_id}/classifier_pyfunc" if args.run_id else DEFAULT_MODEL)
+    classify(model, args.images)
+    return 0
+
+
 def _check_writable(path: Path) -> None:
     """Fail before any work when the output file cannot be written (a missing folder is made)."""
     existed = path.exists()
@@ -223,6 +231,6 @@ def _resume(args, overrides: list[str]) -> int:
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "data": _configured(_data), "train": _train, "evaluate": _evaluate, "generate": _generate,
-    "promote": _promote, "gc": _configured(_gc), "pipeline": _configured(_pipeline), "sweep": _sweep,
+    "promote": _promote, "classify": _classify, "gc": _configured(_gc), "pipeline": _configured(_pipeline), "sweep": _sweep,
     "report": _report, "run-experiments": _run_experiments, "seeds": _seeds, "init": _init, "config": _configured(_config),
 }

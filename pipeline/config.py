@@ -258,7 +258,7 @@ def flatten(cfg: DictConfig) -> dict[str, Any]:
 
 
 NOT_HASHED = ("tracking.run_name", "tracking.system_metrics", "tracking.registered_model",
-              "tracking.checkpoint_keep", "eval.classifier_cache")
+              "tracking.checkpoint_keep", "eval.classifier_cache", "tracking.registered_classifier")
 
 
 # Keys added after runs were made, with the value that means "as before": at that value they are

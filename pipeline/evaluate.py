@@ -71,6 +71,9 @@ def evaluate_run(run_id: str, cfg: Optional[DictConfig] = None, log: Callable[[s
     name = cfg.tracking.registered_model
     if cfg.tracking.log_model and not (again and name and tracking.registered_version(name, run_id)):
         _log_generator(trained, mapping, values, name, log)
+    name = cfg.tracking.registered_classifier
+    if cfg.tracking.log_model and not (again and name and tracking.registered_version(name, run_id)):
+        _log_classifier(trained, mapping, values, name, tensors["test_x"][0, 0].float().div(255).numpy(), log)
     log(f"evaluated run {run_id} at step {trained.step} (classifier run {classifier_run}, "
         f"test accuracy {accuracy:.4f}):")
     for key, value in values.items():
@@ -103,6 +106,19 @@ def _log_generator(trained: runs.TrainedRun, mapping: metrics.CodeMapping, value
                                     {**values, names.EVALUATED_STEP: trained.step})
         log(f"registered the generator as {name} version {version} "
             f"(`infogan promote {trained.run_id}` makes it @{CHAMPION})")
+
+
+def _log_classifier(trained: runs.TrainedRun, mapping: metrics.CodeMapping, values: dict,
+                    name: Optional[str], example: np.ndarray, log) -> None:
+    """Q as a servable digit classifier through the mapping; registered under ``name``."""
+    from .tracking import classifier_serving, registry
+
+    model = classifier_serving.log_classifier(trained.d, trained.run_id, mapping.to_dict(), example)
+    if name:
+        version = tracking.register(model.model_uri, name, trained.run_id,
+                                    {**values, names.EVALUATED_STEP: trained.step}, registry.CLASSIFIER)
+        log(f"registered Q as the digit classifier {name} version {version} "
+            f"(`infogan classify --model models:/{name}/{version} IMAGE.png` reads a digit)")
 
 
 @torch.no_grad()
@@ -238,4 +254,10 @@ def promote(run_id: str, alias: str = CHAMPION, log: Callable[[str], None] = pri
     tracking.set_alias(name, alias, version)
     log(f"{name}@{alias} is now version {version} (run {run_id}); "
         f"draw from it with: infogan generate --model models:/{name}@{alias} --digit 7 --out seven.png")
+    classifier = run.data.params.get("tracking.registered_classifier", load_config().tracking.registered_classifier)
+    classifier_version = None if classifier in (None, "null") else tracking.registered_version(classifier, run_id)
+    if classifier_version is not None:
+        tracking.set_alias(classifier, alias, classifier_version)
+        log(f"{classifier}@{alias} is now version {classifier_version} (run {run_id}); "
+            f"read a digit with: infogan classify --model models:/{classifier}@{alias} IMAGE.png")
     return version

@@ -154,6 +154,9 @@ class TrackingConfig:
     # `infogan evaluate` registers the run's generator (the pyfunc model, mapping inside) under
     # this name in the MLflow Model Registry; null = do not register.
     registered_model: Optional[str] = "infogan-generator"
+    # ... and Q, read through the same mapping, as an unsupervised digit classifier under this
+    # name (images in, digits out); null = do not register.
+    registered_classifier: Optional[str] = "infogan-classifier"
     # Working checkpoints, written every epoch; relative to the project directory.
     checkpoint_dir: str = "checkpoints"
     # What a finished run keeps: last = its final checkpoint, logged once as the run's artifact

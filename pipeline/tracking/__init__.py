@@ -4,7 +4,8 @@
 - ``tracker``: the :class:`Tracker` protocol a stage logs through, its MLflow and null versions;
 - ``sender``: metric points sent from a background thread (a store outage never stalls training);
 - ``registry``: registered generator versions and aliases;
-- ``serving``: a generator as an MLflow pyfunc model (``generator_model.py`` names its class).
+- ``serving``: a generator as an MLflow pyfunc model (``generator_model.py`` names its class);
+- ``classifier_serving``: Q as a digit classifier, the same way (``classifier_model.py``).
 
 The names below are read from those modules on first use: a served generator imports
 ``pipeline.tracking.serving`` where only torch, numpy, pandas, pillow and mlflow are installed,

@@ -1,4 +1,4 @@
-"""The Model Registry: registered generator versions and the alias a demo draws from."""
+"""The Model Registry: registered generator and classifier versions and the alias a demo uses."""
 from __future__ import annotations
 
 import logging
@@ -10,13 +10,18 @@ from mlflow.exceptions import MlflowException
 from .store import param_value
 
 
-def register(model_uri: str, name: str, run_id: str, tags: dict[str, Any]) -> int:
+GENERATOR = ("InfoGAN generators of MNIST digits; each version is a pyfunc model taking rows of "
+             "{digit | code, n, seed}.")
+CLASSIFIER = ("InfoGAN's Q as an unsupervised MNIST classifier; each version is a pyfunc model taking rows "
+              "of {pixels | png} and giving {digit, code, probability}.")
+
+
+def register(model_uri: str, name: str, run_id: str, tags: dict[str, Any], description: str = GENERATOR) -> int:
     """Register the logged model ``model_uri`` (of training run ``run_id``) as a new version of
     ``name`` in the Model Registry, tagged with ``tags``; returns the version number."""
     client = MlflowClient()
     if client.search_registered_models(filter_string=f"name = '{name}'") == []:
-        client.create_registered_model(name, description="InfoGAN generators of MNIST digits; each version "
-                                       "is a pyfunc model taking rows of {digit | code, n, seed}.")
+        client.create_registered_model(name, description=description)
     quiet = logging.getLogger("mlflow.tracking._model_registry.client")
     level = quiet.level
     quiet.setLevel(logging.WARNING)  # MLflow prints a line per version made; the caller says one

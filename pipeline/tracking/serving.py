@@ -14,20 +14,44 @@ unpickles nothing and needs only torch, not this package installed.
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
 import logging
 import math
 import tempfile
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 import mlflow
 import numpy as np
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
 MAX_IMAGES_PER_ROW = 1000
 MODEL_CODE = Path(__file__).with_name("generator_model.py")
 MODEL_NAME = "generator_pyfunc"  # the logged model's name in its training run
+
+
+class BadInput(MlflowException, ValueError):
+    """A request a served model cannot answer, in one line saying why. An MlflowException with
+    the invalid-parameter code, so the scoring server answers HTTP 400 with this message instead of
+    "an unexpected error" and a stack trace; a ValueError, so callers in Python catch it as one."""
+
+    def __init__(self, message: str):
+        super().__init__(message, error_code=INVALID_PARAMETER_VALUE)
+
+
+@contextlib.contextmanager
+def quiet_logger(name: str) -> Iterator[None]:
+    """MLflow's logger ``name`` at WARNING for the block (log_model announces its input example check)."""
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 class GeneratorModel(mlflow.pyfunc.PythonModel):
@@ -62,13 +86,13 @@ class GeneratorModel(mlflow.pyfunc.PythonModel):
         rows = model_input.to_dict("records") if hasattr(model_input, "to_dict") else list(model_input)
         out_format = (params or {}).get("format", "array")
         if out_format not in ("array", "png"):
-            raise ValueError(f"format must be 'array' or 'png', not {out_format!r}")
+            raise BadInput(f"format must be 'array' or 'png', not {out_format!r}")
         batches = []
         for number, row in enumerate(rows):
             code = self._code(row, number)
             n = _whole(row.get("n"), "n", number)
             if not 1 <= n <= MAX_IMAGES_PER_ROW:
-                raise ValueError(f"row {number}: n must be between 1 and {MAX_IMAGES_PER_ROW}, not {n}")
+                raise BadInput(f"row {number}: n must be between 1 and {MAX_IMAGES_PER_ROW}, not {n}")
             seed = _whole(row.get("seed", 0), "seed", number, default=0)
             generator = torch.Generator().manual_seed(seed)
             z = torch.randn(n, self.g.noise_dim, generator=generator)
@@ -83,20 +107,20 @@ class GeneratorModel(mlflow.pyfunc.PythonModel):
     def _code(self, row: dict, number: int) -> int:
         digit, code = row.get("digit"), row.get("code")
         if _given(digit) == _given(code):
-            raise ValueError(f"row {number}: give exactly one of 'digit' (0-9) and 'code' "
+            raise BadInput(f"row {number}: give exactly one of 'digit' (0-9) and 'code' "
                              f"(a raw code value, 0-{self.g.code_dim - 1})")
         if _given(code):
             code = _whole(code, "code", number)
             if not 0 <= code < self.g.code_dim:
-                raise ValueError(f"row {number}: code must be 0-{self.g.code_dim - 1}, not {code}")
+                raise BadInput(f"row {number}: code must be 0-{self.g.code_dim - 1}, not {code}")
             return code
         digit = _whole(digit, "digit", number)
         if self.code_of_digit is None:
-            raise ValueError("this generator was logged before `infogan evaluate` mapped its codes to digits"
+            raise BadInput("this generator was logged before `infogan evaluate` mapped its codes to digits"
                              + (f" (run `infogan evaluate --run-id {self.run_id}`)" if self.run_id else "")
                              + "; ask for a 'code' instead, or use the model evaluate logs and registers")
         if digit not in self.code_of_digit:
-            raise ValueError(f"row {number}: digit must be one of {sorted(self.code_of_digit)}, not {digit}")
+            raise BadInput(f"row {number}: digit must be one of {sorted(self.code_of_digit)}, not {digit}")
         return self.code_of_digit[digit]
 
 
@@ -108,9 +132,9 @@ def _whole(value, name: str, number: int, default: Optional[int] = None) -> int:
     if not _given(value):
         if default is not None:
             return default
-        raise ValueError(f"row {number}: '{name}' is missing")
+        raise BadInput(f"row {number}: '{name}' is missing")
     if isinstance(value, bool) or float(value) != int(float(value)):
-        raise ValueError(f"row {number}: '{name}' must be a whole number, not {value!r}")
+        raise BadInput(f"row {number}: '{name}' must be a whole number, not {value!r}")
     return int(float(value))
 
 
@@ -152,17 +176,11 @@ def log_generator(g, run_id: str, mapping: Optional[dict] = None, name: str = MO
         if mapping:
             (folder / "mapping.json").write_text(json.dumps(mapping))
             artifacts["mapping"] = str(folder / "mapping.json")
-        quiet = logging.getLogger("mlflow.pyfunc")  # announces its check of the input example
-        level = quiet.level
-        quiet.setLevel(logging.WARNING)
-        try:
-            with as_active(run_id):
-                return mlflow.pyfunc.log_model(
-                    name=name, python_model=str(MODEL_CODE), artifacts=artifacts,
-                    code_paths=[str(Path(__file__).parents[1])], signature=signature(), input_example=example,
-                    pip_requirements=["torch", "numpy", "pandas", "pillow", f"mlflow=={mlflow.__version__}"])
-        finally:
-            quiet.setLevel(level)
+        with quiet_logger("mlflow.pyfunc"), as_active(run_id):
+            return mlflow.pyfunc.log_model(
+                name=name, python_model=str(MODEL_CODE), artifacts=artifacts,
+                code_paths=[str(Path(__file__).parents[1])], signature=signature(), input_example=example,
+                pip_requirements=["torch", "numpy", "pandas", "pillow", f"mlflow=={mlflow.__version__}"])
 
 
 def load(model_uri: str):

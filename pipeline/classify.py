@@ -1,0 +1,40 @@
+"""``infogan classify``: real digits read by a trained Q (the served classifier model), one line
+per image."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Sequence
+
+from . import tracking
+from .config import UsageError
+
+DEFAULT_MODEL = "models:/infogan-classifier@champion"
+
+
+def classify(model_uri: str, paths: Sequence[Path], log: Callable[[str], None] = print) -> list[dict]:
+    """Each PNG of ``paths`` (28x28, a white digit on black, as MNIST) read by the classifier model
+    ``model_uri``; prints ``PATH: digit D (code K, probability P)`` per image and returns the rows."""
+    import pandas as pd
+
+    from .tracking import classifier_serving
+
+    rows = []
+    for path in paths:
+        if not Path(path).is_file():
+            raise UsageError(f"{path}: no such file")
+        rows.append({"png": classifier_serving.png_base64(path)})
+    tracking.configure()
+    try:
+        model = classifier_serving.load(model_uri)
+    except (tracking.TrackingError, OSError) as e:
+        raise UsageError(f"cannot load the model {model_uri}: {str(e).splitlines()[0]}") from None
+    out = []
+    for path, row in zip(paths, rows):  # one at a time: a bad file is named by its path
+        try:
+            (read,) = model.predict(pd.DataFrame([row])).to_dict("records")
+        except ValueError as e:
+            raise UsageError(f"{path}: {str(e).splitlines()[-1].removeprefix('Error: ').replace('row 0: ', '')}") \
+                from None
+        log(f"{path}: digit {read['digit']} (code {read['code']}, probability {read['probability']:.3f})")
+        out.append(read)
+    return out

@@ -99,10 +99,13 @@ def test_shipped_configs_say_what_they_promise():
         assert handout.model.arch == "tconv", name
         t = handout.train
         assert (t.info_augment, t.real_consistency, t.lr_decay_fraction, t.ema_decay) == (False, 0.0, 0.0, 0.0), name
-        assert t.lr_d == t.lr_g == t.lr_q == 2e-4, name
+        assert t.lr_d == t.lr_g == t.lr_q == 2e-4 and t.batch_size == 128, name
     experiments = {p.stem: load_config([str(p)]) for p in (REPO / "configs" / "experiments").glob("*.yaml")}
     assert {c.tracking.experiment for c in experiments.values()} == {"lab-report"}
     assert {c.train.epochs for c in experiments.values()} == {6}
+    # The batch and rates the lab's recipes were accepted at, whatever the default's.
+    assert {(c.train.batch_size, c.train.lr_q) for c in experiments.values()} == {(128, 2e-4)}
+    assert {(c.train.lr_d, c.train.lr_g) for k, c in experiments.items() if k != "upsample_sn_ns"} == {(2e-4, 1e-3)}
     ns, sat = (OmegaConf.to_container(experiments[k]) for k in ("tconv_ns", "tconv_sat"))
     differ = {(section, key) for section in ns for key in (ns[section] if isinstance(ns[section], dict) else [])
               if ns[section][key] != sat[section][key]}

@@ -40,7 +40,7 @@ def test_smoke_run_logs_everything_a_user_looks_for(home, smoke_overrides):
     assert EXPECTED_METRICS <= set(run.data.metrics)
     assert [step for step, _ in history(run_id)] == list(range(2, 17, 2))  # 2 epochs x 8 steps, every 2
     assert all(math.isfinite(v) for _, v in history(run_id))
-    assert run.data.params["train.lr_g"] == "0.001" and run.data.params["model.arch"] == "paper"
+    assert run.data.params["train.lr_g"] == "0.0014" and run.data.params["model.arch"] == "paper"
     artifacts = {a.path for a in client.list_artifacts(run_id)}
     assert {"config.yaml", "fixed_noise.npy", "images", "checkpoints", "samples"} <= artifacts
     images = [a.path for a in client.list_artifacts(run_id, "images") if a.path.endswith(".png")]

@@ -40,7 +40,13 @@ CHOICES = (
      "handout's D won within an epoch"),
     ("train.lr_d", lambda v: float(v) != 2e-4,
      "D learns at {v}, not at the handout's 0.0002",
-     "the balance of D against G: slower where D won too early, faster where spectral norm holds D back"),
+     "the balance of D against G: slower where D won too early, faster where spectral norm holds D back, "
+     "or scaled with a larger batch"),
+    ("train.batch_size", lambda v: int(v) > 128,
+     "each step trains on {v} images, not the handout's 128, with every learning rate scaled by the square "
+     "root of the ratio",
+     "half the steps at 256, each a larger share of the CPU's work: the same epochs in about 60% of the "
+     "time, at the same quality on six seeds"),
     ("train.beta1", lambda v: float(v) != _DEFAULT.beta1,
      f"Adam runs with β₁ {{v}}, not the default {_DEFAULT.beta1} (β₂ in the settings table)",
      "as SNGAN trains a spectral-norm D: each step follows the current gradient, not a running mean "

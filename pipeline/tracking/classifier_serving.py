@@ -17,14 +17,13 @@ import binascii
 import io
 import json
 import math
-import tempfile
 from pathlib import Path
 from typing import Optional
 
 import mlflow
 import numpy as np
 
-from .serving import BadInput, quiet_logger
+from .serving import BadInput, load, load_module, log_module  # noqa: F401  (load: this model's loader too)
 
 MODEL_CODE = Path(__file__).with_name("classifier_model.py")
 MODEL_NAME = "classifier_pyfunc"  # the logged model's name in its training run
@@ -37,15 +36,10 @@ class ClassifierModel(mlflow.pyfunc.PythonModel):
     _skip_type_hint_validation = True  # rows are checked against the logged signature
 
     def load_context(self, context) -> None:
-        import torch
-
         from ..models import Discriminator
 
-        spec = json.loads(Path(context.artifacts["spec"]).read_text())
-        self.d = Discriminator(spec["code_dim"], spec["arch"], spec["q_hidden"],
-                               continuous_codes=spec.get("continuous_codes", 0))
-        self.d.load_state_dict(torch.load(context.artifacts["weights"], map_location="cpu", weights_only=True))
-        self.d.eval()
+        self.d, _ = load_module(context, lambda spec: Discriminator(
+            spec["code_dim"], spec["arch"], spec["q_hidden"], continuous_codes=spec.get("continuous_codes", 0)))
         mapping = json.loads(Path(context.artifacts["mapping"]).read_text())
         self.digit_of_code = np.asarray(mapping["digit_of_code"], dtype=np.int64)
 
@@ -127,24 +121,10 @@ def log_classifier(d, run_id: str, mapping: dict, example: np.ndarray, name: str
     through ``mapping`` (the evaluate stage's); ``example`` is one real test digit [28, 28] in
     [0, 1], the input example. Returns MLflow's ModelInfo."""
     import pandas as pd
-    import torch
 
-    from .tracker import as_active
-
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        torch.save({k: v.detach().cpu() for k, v in d.state_dict().items()}, folder / "discriminator_state.pt")
-        (folder / "spec.json").write_text(json.dumps({"code_dim": d.code_dim, "arch": d.arch, "q_hidden": d.q_hidden,
-                                                      "continuous_codes": d.continuous_codes, "run_id": run_id}))
-        (folder / "mapping.json").write_text(json.dumps(mapping))
-        artifacts = {name_: str(folder / file) for name_, file in
-                     (("weights", "discriminator_state.pt"), ("spec", "spec.json"), ("mapping", "mapping.json"))}
-        rows = pd.DataFrame({"pixels": [np.round(example.astype(np.float64), 4).tolist()]})
-        with quiet_logger("mlflow.pyfunc"), as_active(run_id):
-            return mlflow.pyfunc.log_model(
-                name=name, python_model=str(MODEL_CODE), artifacts=artifacts,
-                code_paths=[str(Path(__file__).parents[1])], signature=signature(), input_example=rows,
-                pip_requirements=["torch", "numpy", "pandas", "pillow", f"mlflow=={mlflow.__version__}"])
+    spec = {"code_dim": d.code_dim, "arch": d.arch, "q_hidden": d.q_hidden, "continuous_codes": d.continuous_codes}
+    rows = pd.DataFrame({"pixels": [np.round(example.astype(np.float64), 4).tolist()]})
+    return log_module(d, "discriminator_state.pt", spec, mapping, run_id, name, MODEL_CODE, signature(), rows)
 
 
 def classify_images(model, images: np.ndarray):
@@ -157,9 +137,3 @@ def classify_images(model, images: np.ndarray):
 def png_base64(path: Path) -> str:
     return base64.b64encode(Path(path).read_bytes()).decode("ascii")
 
-
-
-def load(model_uri: str):
-    """A logged classifier (``runs:/<id>/classifier_pyfunc``, ``models:/infogan-classifier@champion``,
-    ...) as a pyfunc model."""
-    return mlflow.pyfunc.load_model(model_uri)

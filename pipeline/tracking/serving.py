@@ -62,15 +62,10 @@ class GeneratorModel(mlflow.pyfunc.PythonModel):
     _skip_type_hint_validation = True
 
     def load_context(self, context) -> None:
-        import torch
-
         from ..models import Generator
 
-        spec = json.loads(Path(context.artifacts["spec"]).read_text())
-        self.g = Generator(spec["noise_dim"], spec["code_dim"], spec["arch"],
-                           continuous_codes=spec.get("continuous_codes", 0))
-        self.g.load_state_dict(torch.load(context.artifacts["weights"], map_location="cpu", weights_only=True))
-        self.g.eval()
+        self.g, spec = load_module(context, lambda spec: Generator(
+            spec["noise_dim"], spec["code_dim"], spec["arch"], continuous_codes=spec.get("continuous_codes", 0)))
         self.run_id = spec.get("run_id")
         mapping = context.artifacts.get("mapping")
         self.code_of_digit: Optional[dict[int, int]] = None
@@ -161,29 +156,50 @@ def log_generator(g, run_id: str, mapping: Optional[dict] = None, name: str = MO
     """Log ``g`` into run ``run_id`` as a pyfunc model ``name``; with ``mapping`` (the evaluate
     stage's code -> digit mapping) rows may ask for digits. Returns MLflow's ModelInfo."""
     import pandas as pd
+
+    example = pd.DataFrame([{"digit": 7, "n": 4, "seed": 0}] if mapping else [{"code": 0, "n": 4, "seed": 0}])
+    spec = {"noise_dim": g.noise_dim, "code_dim": g.code_dim, "continuous_codes": g.continuous_codes, "arch": g.arch}
+    return log_module(g, "generator_state.pt", spec, mapping, run_id, name, MODEL_CODE, signature(), example)
+
+
+def log_module(module, weights_file: str, spec: dict, mapping: Optional[dict], run_id: str, name: str,
+               model_code: Path, model_signature, example):
+    """Log ``module`` into run ``run_id`` as the pyfunc model ``name`` that ``model_code`` names
+    (models from code): its state dict as ``weights_file``, ``spec`` (what rebuilds it, with the
+    run id) and ``mapping`` when given, as artifacts, with the package's source beside them.
+    Returns MLflow's ModelInfo. :func:`load_module` reads them back."""
     import torch
 
     from .tracker import as_active
 
-    example = pd.DataFrame([{"digit": 7, "n": 4, "seed": 0}] if mapping else [{"code": 0, "n": 4, "seed": 0}])
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        torch.save({k: v.detach().cpu() for k, v in g.state_dict().items()}, folder / "generator_state.pt")
-        (folder / "spec.json").write_text(json.dumps({"noise_dim": g.noise_dim, "code_dim": g.code_dim,
-                                                      "continuous_codes": g.continuous_codes,
-                                                      "arch": g.arch, "run_id": run_id}))
-        artifacts = {"weights": str(folder / "generator_state.pt"), "spec": str(folder / "spec.json")}
+        torch.save({k: v.detach().cpu() for k, v in module.state_dict().items()}, folder / weights_file)
+        (folder / "spec.json").write_text(json.dumps({**spec, "run_id": run_id}))
+        artifacts = {"weights": str(folder / weights_file), "spec": str(folder / "spec.json")}
         if mapping:
             (folder / "mapping.json").write_text(json.dumps(mapping))
             artifacts["mapping"] = str(folder / "mapping.json")
         with quiet_logger("mlflow.pyfunc"), as_active(run_id):
             return mlflow.pyfunc.log_model(
-                name=name, python_model=str(MODEL_CODE), artifacts=artifacts,
-                code_paths=[str(Path(__file__).parents[1])], signature=signature(), input_example=example,
+                name=name, python_model=str(model_code), artifacts=artifacts,
+                code_paths=[str(Path(__file__).parents[1])], signature=model_signature, input_example=example,
                 pip_requirements=["torch", "numpy", "pandas", "pillow", f"mlflow=={mlflow.__version__}"])
 
 
+def load_module(context, build):
+    """The module a model logged by :func:`log_module` holds, in eval mode, and its spec:
+    ``build(spec)`` makes it, its weights are read with ``weights_only``."""
+    import torch
+
+    spec = json.loads(Path(context.artifacts["spec"]).read_text())
+    module = build(spec)
+    module.load_state_dict(torch.load(context.artifacts["weights"], map_location="cpu", weights_only=True))
+    return module.eval(), spec
+
+
 def load(model_uri: str):
-    """A logged generator (``runs:/<id>/generator_pyfunc``, ``models:/infogan-generator@champion``,
-    ...) as a pyfunc model."""
+    """A logged model of the project (``runs:/<id>/generator_pyfunc``,
+    ``models:/infogan-generator@champion``, ``models:/infogan-classifier@champion``, ...) as a
+    pyfunc model."""
     return mlflow.pyfunc.load_model(model_uri)

@@ -23,18 +23,16 @@ def classify(model_uri: str, paths: Sequence[Path], log: Callable[[str], None] =
         if not Path(path).is_file():
             raise UsageError(f"{path}: no such file")
         rows.append({"png": classifier_serving.png_base64(path)})
+        try:
+            classifier_serving.png_pixels(rows[-1]["png"], str(path))  # the model's own check, named by path
+        except ValueError as e:
+            raise UsageError(str(e)) from None
     tracking.configure()
     try:
         model = classifier_serving.load(model_uri)
     except (tracking.TrackingError, OSError) as e:
         raise UsageError(f"cannot load the model {model_uri}: {str(e).splitlines()[0]}") from None
-    out = []
-    for path, row in zip(paths, rows):  # one at a time: a bad file is named by its path
-        try:
-            (read,) = model.predict(pd.DataFrame([row])).to_dict("records")
-        except ValueError as e:
-            raise UsageError(f"{path}: {str(e).splitlines()[-1].removeprefix('Error: ').replace('row 0: ', '')}") \
-                from None
+    out = model.predict(pd.DataFrame(rows)).to_dict("records")
+    for path, read in zip(paths, out):
         log(f"{path}: digit {read['digit']} (code {read['code']}, probability {read['probability']:.3f})")
-        out.append(read)
     return out

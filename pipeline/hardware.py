@@ -16,8 +16,7 @@ from .cpuinfo import BF16_FLAGS, cpu_flags
 
 def mps_is_available() -> bool:
     """Apple's GPU (Metal), as PyTorch reports it."""
-    backend = getattr(torch.backends, "mps", None)
-    return bool(backend is not None and backend.is_available())
+    return torch.backends.mps.is_available()
 
 
 def pick_device(name: str) -> torch.device:

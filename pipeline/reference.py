@@ -83,11 +83,9 @@ def get_classifier(cfg: DictConfig, tensors: dict, data_sha256: str,
         return model.to(device).eval(), found.info.run_id, accuracy
 
     e = cfg.eval
-    entry = _read_cache(key, log) if e.classifier_cache else None
-    if entry is not None:
-        model = Classifier()
-        model.load_state_dict(entry["state_dict"])
-        curve = list(entry["curve"])
+    cached = _read_cache(key, log) if e.classifier_cache else None
+    if cached is not None:
+        model, curve = cached
         log(f"reference classifier: the cached copy {cached_path(key)} (test accuracy {curve[-1]:.4f}), "
             f"logged to this store")
     else:
@@ -107,7 +105,7 @@ def get_classifier(cfg: DictConfig, tensors: dict, data_sha256: str,
                                     CLASSIFIER_SEED, progress, precision=_precision(cfg))
         if e.classifier_cache:
             _write_cache(key, model, curve, log)
-    run_id = _log_classifier(cfg, key, data_sha256, model, curve, cached=entry is not None)
+    run_id = _log_classifier(cfg, key, data_sha256, model, curve, cached=cached is not None)
     accuracy = curve[-1]
     if accuracy < MIN_CLASSIFIER_ACCURACY and e.classifier_train_subset is None:
         warnings.warn(f"the reference classifier reached only {accuracy:.4f} test accuracy "
@@ -149,9 +147,9 @@ def _log_classifier(cfg: DictConfig, key: str, data_sha256: str, model: Classifi
     return run_id
 
 
-def _read_cache(key: str, log: Callable[[str], None]) -> Optional[dict]:
-    """The cached classifier with this key, or None when there is none or it cannot be read (then
-    it is trained again and the file replaced)."""
+def _read_cache(key: str, log: Callable[[str], None]) -> Optional[tuple[Classifier, list[float]]]:
+    """The cached classifier with this key and its test accuracy per epoch, or None when there is
+    none or it cannot be read (then it is trained again and the file replaced)."""
     path = cached_path(key)
     if not path.is_file():
         return None
@@ -159,8 +157,9 @@ def _read_cache(key: str, log: Callable[[str], None]) -> Optional[dict]:
         entry = torch.load(path, map_location="cpu", weights_only=True)
         if entry.get("format") != CACHE_FORMAT or entry.get("key") != key or not entry.get("curve"):
             raise ValueError("not a cached classifier of this version")
-        Classifier().load_state_dict(entry["state_dict"])
-        return entry
+        model = Classifier()
+        model.load_state_dict(entry["state_dict"])
+        return model, list(entry["curve"])
     except Exception as exc:  # a cache must never stop a run: anything unreadable is retrained
         log(f"ignoring the cached classifier {path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
         return None

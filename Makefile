@@ -8,7 +8,7 @@ export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
 export MLFLOW_DISABLE_TELEMETRY ?= true
 EXPERIMENT ?= infogan
 
-.PHONY: setup run test ui clean-runs postgres
+.PHONY: setup run test ui demo clean-runs postgres browser
 
 setup: $(STAMP)
 
@@ -29,7 +29,7 @@ run: $(STAMP)
 
 # One pytest worker per core (pytest-xdist); PYTEST_WORKERS=0 runs the tests in this process.
 PYTEST_WORKERS ?= auto
-test: $(STAMP) postgres
+test: $(STAMP) postgres browser
 	PATH="$(BIN):$$PATH" $(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 # The sweep tests start a throw-away PostgreSQL server; install Debian's package when it is missing
@@ -42,6 +42,21 @@ postgres:
 	   (apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >/dev/null 2>&1)) || \
 	  echo "could not install postgresql; its test will be skipped"; \
 	else echo "postgresql is not installed (needs root/apt-get); its test will be skipped"; fi
+
+# The demo page's test drives a real browser: Debian's chromium and its chromedriver, installed
+# like postgresql (otherwise that test is skipped, saying why).
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing Debian's chromium and chromium-driver for the demo page's browser test"; \
+	  (DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver >/dev/null 2>&1 || \
+	   (apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver >/dev/null 2>&1)) || \
+	  echo "could not install chromium; the browser test will be skipped"; \
+	else echo "chromium/chromedriver are not installed (needs root/apt-get); the browser test will be skipped"; fi
+
+# The demo page of the champion generator (RUN=<run id> shows that run instead); PORT=8765 by default.
+demo: $(STAMP)
+	$(BIN)/infogan demo $(if $(RUN),--run-id $(RUN)) $(if $(PORT),--port $(PORT))
 
 # MLflow 3.17's UI opens every experiment in its GenAI view unless the address (or one click on
 # "Model training", which the browser remembers) asks for the model-training view.

@@ -33,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _stage_commands(command)
     _generate_command(command)
+    _demo_command(command)
     _run_commands(command)
     _seeds_command(command)
     _other_commands(command, sub)
@@ -105,6 +106,27 @@ def _generate_command(command) -> None:
                 "alias at the run's registered classifier (Q), models:/infogan-classifier@champion.")
     p.add_argument("run_id", metavar="RUN_ID", help="the training run whose generator to promote")
     p.add_argument("--alias", default="champion", help="the alias to set (default: champion)")
+
+
+def _demo_command(command) -> None:
+    p = command("demo", help="a local web page to look at a generator, run the lab demo, draw a digit for Q",
+                description="Serve a page (on this machine only, by default) that shows a trained generator: "
+                "a button per digit and a grid of its styles, a slider per continuous code, a fresh "
+                "graded 10x10 lab demo, the run's figures with a link to it in the MLflow UI, and a "
+                "canvas where Q reads a digit drawn with the mouse. Without --run-id or --model it "
+                "opens models:/infogan-generator@champion (`infogan promote RUN_ID` sets it).",
+                epilog="Example: infogan demo --run-id RUN_ID --port 8765\n" + EPILOG)
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--model", metavar="URI", help="a logged or registered generator, e.g. "
+                        "models:/infogan-generator@champion (the default) or models:/infogan-generator/3")
+    source.add_argument("--run-id", metavar="RUN_ID", help="an evaluated training run, read from its checkpoint")
+    p.add_argument("--classifier", metavar="URI", help="Q's classifier model for the drawing pad "
+                   "(default: the one `infogan evaluate` logged in the generator's run)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 opens it to the network)")
+    p.add_argument("--port", type=int, default=8765, help="port to listen on (default 8765)")
+    p.add_argument("--ui-url", metavar="URL", help="the MLflow UI the page links the run to (default: the "
+                   "tracking server when there is one, else http://127.0.0.1:5000 as `make ui` serves it)")
 
 
 def _run_commands(command) -> None:

@@ -144,6 +144,16 @@ def _classify(args) -> int:
     return 0
 
 
+def _demo(args) -> int:
+    from . import demo
+
+    if not 0 < args.port < 65536:
+        raise UsageError(f"--port must be between 1 and 65535, not {args.port}")
+    demo.check_port(args.host, args.port)
+    demo.serve(demo.open_demo(args.model, args.run_id, args.classifier, args.ui_url), args.host, args.port)
+    return 0
+
+
 def _check_writable(path: Path) -> None:
     """Fail before any work when the output file cannot be written (a missing folder is made)."""
     existed = path.exists()
@@ -231,6 +241,6 @@ def _resume(args, overrides: list[str]) -> int:
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "data": _configured(_data), "train": _train, "evaluate": _evaluate, "generate": _generate,
-    "promote": _promote, "classify": _classify, "gc": _configured(_gc), "pipeline": _configured(_pipeline), "sweep": _sweep,
+    "promote": _promote, "classify": _classify, "demo": _demo, "gc": _configured(_gc), "pipeline": _configured(_pipeline), "sweep": _sweep,
     "report": _report, "run-experiments": _run_experiments, "seeds": _seeds, "init": _init, "config": _configured(_config),
 }

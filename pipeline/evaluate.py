@@ -87,7 +87,7 @@ def evaluate_run(run_id: str, cfg: Optional[DictConfig] = None, log: Callable[[s
 
 def _log_figures(tracker, g: models.Generator, classifier, mapping: metrics.CodeMapping, seed: int) -> None:
     plt = pyplot()
-    images, predicted = demo(g, classifier, mapping, seed=seed)
+    images, predicted = demo(g, classifier, mapping.code_of_digit, seed=seed)
     right = (predicted == np.arange(10)[:, None]).sum(axis=0)
     for name, fig in ((names.DEMO_FIGURE, demo_figure(images, metrics.column_passes(predicted), right)),
                       (names.CONFUSION_FIGURE, confusion_figure(mapping))):
@@ -122,12 +122,12 @@ def _log_classifier(trained: runs.TrainedRun, mapping: metrics.CodeMapping, valu
 
 
 @torch.no_grad()
-def demo(g: models.Generator, classifier, mapping: metrics.CodeMapping,
+def demo(g: models.Generator, classifier, code_of_digit: dict[int, int],
          seed: int) -> tuple[torch.Tensor, np.ndarray]:
     """One demo with fresh noise: images [100, 1, 28, 28] digit-major, and predicted [10, 10]."""
     generator = torch.Generator().manual_seed(seed)
     device = next(g.parameters()).device
-    z, c = measure.demo_inputs(1, g.noise_dim, mapping.code_of_digit, generator, device)
+    z, c = measure.demo_inputs(1, g.noise_dim, code_of_digit, generator, device)
     images = measure.generate(g, z, c, measure.uniform_codes(g, c.shape[0], generator, device))
     predicted = predict(classifier, images).cpu().numpy().reshape(10, 10)
     return images, predicted
@@ -186,7 +186,7 @@ def _demo_grid(trained: runs.TrainedRun, mapping: metrics.CodeMapping, out: Path
     arrays, info = prepare(trained.cfg.data, log=log)
     tensors = as_tensors(arrays, torch.device("cpu"))
     classifier, _, _ = get_classifier(trained.cfg, tensors, info.sha256, log)
-    images, predicted = demo(trained.g, classifier, mapping, seed)
+    images, predicted = demo(trained.g, classifier, mapping.code_of_digit, seed)
     passes = metrics.column_passes(predicted)
     fig = demo_figure(images, passes, (predicted == np.arange(10)[:, None]).sum(axis=0))
     fig.savefig(out, dpi=120)

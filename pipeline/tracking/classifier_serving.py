@@ -77,6 +77,11 @@ def image_of(row: dict, number: int) -> np.ndarray:
 
 def png_pixels(text: str, where: str) -> np.ndarray:
     """A base64 PNG as float32 [28, 28] in [0, 1]."""
+    return checked(png_grey(text, where), where)
+
+
+def png_grey(text: str, where: str, max_side: int = 2048) -> np.ndarray:
+    """A base64 PNG of any size up to ``max_side`` pixels a side as grey float64 pixels in [0, 1]."""
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -85,10 +90,12 @@ def png_pixels(text: str, where: str) -> np.ndarray:
         raise BadInput(f"{where}: 'png' is not base64 text") from None
     try:
         with Image.open(io.BytesIO(data)) as image:
-            grey = np.asarray(image.convert("L"), dtype=np.float64) / 255.0
+            if max(image.size) > max_side:
+                raise BadInput(f"{where}: the image is {image.size[0]}x{image.size[1]} pixels; at most "
+                               f"{max_side} a side")
+            return np.asarray(image.convert("L"), dtype=np.float64) / 255.0
     except (UnidentifiedImageError, OSError):
         raise BadInput(f"{where}: 'png' does not hold a PNG image") from None
-    return checked(grey, where)
 
 
 def checked(image: np.ndarray, where: str) -> np.ndarray:

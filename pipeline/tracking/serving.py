@@ -96,7 +96,7 @@ class GeneratorModel(mlflow.pyfunc.PythonModel):
             with torch.no_grad():
                 batches.append(self.g(z, c, u))
         if out_format == "png":
-            return [_png(grid_array(images, nrow=math.ceil(math.sqrt(images.shape[0])))) for images in batches]
+            return [encode_png(grid_array(images, nrow=math.ceil(math.sqrt(images.shape[0])))) for images in batches]
         return torch.cat(batches).squeeze(1).numpy().astype(np.float32)
 
     def _code(self, row: dict, number: int) -> int:
@@ -133,11 +133,12 @@ def _whole(value, name: str, number: int, default: Optional[int] = None) -> int:
     return int(float(value))
 
 
-def _png(grid: np.ndarray) -> str:
+def encode_png(pixels: np.ndarray) -> str:
+    """uint8 pixels (grey [H, W] or RGB [H, W, 3]) as a base64 PNG."""
     from PIL import Image
 
     buffer = io.BytesIO()
-    Image.fromarray(grid).save(buffer, format="PNG")
+    Image.fromarray(pixels).save(buffer, format="PNG")
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 

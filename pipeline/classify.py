@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Sequence
 
-from . import tracking
+from . import runs
 from .config import UsageError
 
 DEFAULT_MODEL = "models:/infogan-classifier@champion"
@@ -27,11 +27,7 @@ def classify(model_uri: str, paths: Sequence[Path], log: Callable[[str], None] =
             classifier_serving.png_pixels(rows[-1]["png"], str(path))  # the model's own check, named by path
         except ValueError as e:
             raise UsageError(str(e)) from None
-    tracking.configure()
-    try:
-        model = classifier_serving.load(model_uri)
-    except (tracking.TrackingError, OSError) as e:
-        raise UsageError(f"cannot load the model {model_uri}: {str(e).splitlines()[0]}") from None
+    model = runs.load_model(model_uri)
     out = model.predict(pd.DataFrame(rows)).to_dict("records")
     for path, read in zip(paths, out):
         log(f"{path}: digit {read['digit']} (code {read['code']}, probability {read['probability']:.3f})")

@@ -88,7 +88,7 @@ def evaluate_run(run_id: str, cfg: Optional[DictConfig] = None, log: Callable[[s
 def _log_figures(tracker, g: models.Generator, classifier, mapping: metrics.CodeMapping, seed: int) -> None:
     plt = pyplot()
     images, predicted = demo(g, classifier, mapping.code_of_digit, seed=seed)
-    right = (predicted == np.arange(10)[:, None]).sum(axis=0)
+    right = metrics.column_right(predicted)
     for name, fig in ((names.DEMO_FIGURE, demo_figure(images, metrics.column_passes(predicted), right)),
                       (names.CONFUSION_FIGURE, confusion_figure(mapping))):
         tracker.log_figure(fig, name)
@@ -188,7 +188,7 @@ def _demo_grid(trained: runs.TrainedRun, mapping: metrics.CodeMapping, out: Path
     classifier, _, _ = get_classifier(trained.cfg, tensors, info.sha256, log)
     images, predicted = demo(trained.g, classifier, mapping.code_of_digit, seed)
     passes = metrics.column_passes(predicted)
-    fig = demo_figure(images, passes, (predicted == np.arange(10)[:, None]).sum(axis=0))
+    fig = demo_figure(images, passes, metrics.column_right(predicted))
     fig.savefig(out, dpi=120)
     plt.close(fig)
     log(f"wrote {out}: demo grade {int(passes.sum())}/10 (seed {seed})")
@@ -223,13 +223,7 @@ def generate_from_model(model_uri: str, out: Path, digit: int, n: int = 64, seed
     generator (e.g. ``models:/infogan-generator@champion``), as one PNG grid."""
     import pandas as pd
 
-    from .tracking import serving
-
-    tracking.configure()
-    try:
-        model = serving.load(model_uri)
-    except (tracking.TrackingError, OSError) as e:
-        raise UsageError(f"cannot load the model {model_uri}: {str(e).splitlines()[0]}") from None
+    model = runs.load_model(model_uri)
     try:
         images = model.predict(pd.DataFrame([{"digit": digit, "n": n, "seed": seed}]))
     except (tracking.TrackingError, ValueError) as e:

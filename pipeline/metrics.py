@@ -112,10 +112,15 @@ def demo_scores(predicted: np.ndarray) -> np.ndarray:
     return (right.sum(axis=1) >= PASS_MARK).sum(axis=1)
 
 
+def column_right(predicted: np.ndarray) -> np.ndarray:
+    """For one demo ``predicted[digit, style]``: how many digits each style column has right."""
+    predicted = np.asarray(predicted)
+    return (predicted == np.arange(predicted.shape[0])[:, None]).sum(axis=0)
+
+
 def column_passes(predicted: np.ndarray) -> np.ndarray:
     """For one demo ``predicted[digit, style]``: which style columns pass."""
-    right = np.asarray(predicted) == np.arange(predicted.shape[0])[:, None]
-    return right.sum(axis=0) >= PASS_MARK
+    return column_right(predicted) >= PASS_MARK
 
 
 def within_group_spread(images: np.ndarray, groups: np.ndarray) -> float:

@@ -99,6 +99,18 @@ def load_run(run_id: str, log: Callable[[str], None] = print) -> TrainedRun:
     return TrainedRun(run_id, cfg, g.eval(), d.eval(), state["step"])
 
 
+def load_model(uri: str, what: str = "model", hint: str = ""):
+    """A logged or registered model of the project (a generator or Q's classifier) as a pyfunc
+    model; UsageError in one line, naming ``what`` and ``uri``, when it cannot be loaded."""
+    from .tracking import serving
+
+    tracking.configure()
+    try:
+        return serving.load(uri)
+    except (tracking.TrackingError, OSError) as e:
+        raise UsageError(f"cannot load the {what} {uri}: {str(e).splitlines()[0]}{hint}") from None
+
+
 def read_mapping(run_id: str) -> Optional[metrics.CodeMapping]:
     """The code -> digit mapping the evaluate stage logged, or None before it ran."""
     text = tracking.read_text(run_id, names.MAPPING_FILE)

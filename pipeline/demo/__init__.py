@@ -18,7 +18,7 @@ import torch
 from .. import metrics, names, runs, tracking
 from ..config import UsageError, from_yaml, load_config
 from ..images import mnist_style
-from ..tracking.classifier_serving import png_grey
+from ..tracking.classifier_serving import classify_images, png_grey
 from ..tracking.serving import encode_png
 
 DEFAULT_MODEL = "models:/infogan-generator@champion"
@@ -82,24 +82,21 @@ class Demo:
         if self.grader is None:
             raise DemoError(self.notes.get("lab_demo", "no reference classifier to grade the demo"))
         images, predicted = demo(self.g, self.grader, self.code_of_digit, seed)
-        right = predicted == np.arange(10)[:, None]
         passes = metrics.column_passes(predicted)
         return {"images": [[encode_png(_pixels(images[d * 10 + s])) for s in range(10)] for d in range(10)],
-                "predicted": predicted.tolist(), "right": right.sum(axis=0).tolist(),
+                "predicted": predicted.tolist(), "right": metrics.column_right(predicted).tolist(),
                 "passes": passes.tolist(), "grade": int(passes.sum()), "pass_mark": metrics.PASS_MARK}
 
     def read(self, png: str) -> dict:
         """Q's reading of a drawing (a base64 PNG, or a data URL of one: a white digit on black,
         any size), after it is made the size and place of an MNIST digit."""
-        import pandas as pd
-
         if self.reader is None:
             raise DemoError(self.notes.get("reader", "Q is not exported as a model for this run"))
         try:
             image = mnist_style(png_grey(png.split(",", 1)[-1], "the drawing"))
         except ValueError as e:  # the model's own BadInput is one
             raise DemoError(str(e)) from None
-        row = self.reader.predict(pd.DataFrame([{"pixels": image.tolist()}])).iloc[0]
+        row = classify_images(self.reader, image[None]).iloc[0]
         return {"digit": int(row["digit"]), "code": int(row["code"]), "probability": float(row["probability"]),
                 "seen": encode_png((image * 255).round().astype(np.uint8))}
 
@@ -139,14 +136,9 @@ def open_demo(model: Optional[str] = None, run_id: Optional[str] = None, classif
 
 
 def _generator_model(uri: str) -> tuple[torch.nn.Module, dict[int, int], Optional[str]]:
-    from ..tracking import serving
-
-    try:
-        inner = serving.load(uri).unwrap_python_model()
-    except (tracking.TrackingError, OSError) as e:
-        hint = (" (`infogan promote RUN_ID` names an evaluated run's generator the champion; or give --run-id or --model)"
-                if uri == DEFAULT_MODEL else "")
-        raise UsageError(f"cannot load the generator {uri}: {str(e).splitlines()[0]}{hint}") from None
+    hint = (" (`infogan promote RUN_ID` names an evaluated run's generator the champion; or give --run-id or --model)"
+            if uri == DEFAULT_MODEL else "")
+    inner = runs.load_model(uri, "generator", hint).unwrap_python_model()
     if not hasattr(inner, "g") or not hasattr(inner, "code_of_digit"):
         raise UsageError(f"{uri} is not a generator logged by this project (a {type(inner).__name__})")
     if inner.code_of_digit is None:
@@ -196,12 +188,10 @@ def _grader(cfg, notes: dict, log: Callable[[str], None]):
 
 
 def _reader(uri: str, notes: dict):
-    from ..tracking import classifier_serving
-
     try:
-        return classifier_serving.load(uri)
-    except (tracking.TrackingError, OSError) as e:
-        notes["reader"] = f"Q is not exported as a model here ({uri}: {str(e).splitlines()[0]}); `infogan evaluate` logs it"
+        return runs.load_model(uri, "classifier")
+    except UsageError as e:
+        notes["reader"] = f"Q is not exported as a model here ({e}); `infogan evaluate` logs it"
         return None
 
 

@@ -204,6 +204,7 @@ async function read() {
 async function start() {
   await attempt(async () => {
     info = await api("/api/info");
+    $("count").max = info.max_styles;
     showRun();
     buildDigits();
     buildSliders();

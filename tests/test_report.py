@@ -74,6 +74,9 @@ def test_report_from_smoke_runs_is_a_typeset_document_with_every_figure(home, th
     augment = next(line for line in md.splitlines() if line.startswith("Q learns the code from randomly rotated"))
     assert "(tconv-run, tconv-sat)" in augment, augment
     assert "| Q on transformed fakes | True | True | unused |" in md
+    # Each change from the handout's recipe is said with its reason, here the smoke runs' 2 epochs.
+    length = next(line for line in md.splitlines() if line.startswith("Trained for 2 epochs, not the handout's 6 ("))
+    assert {"tconv-run", "tconv-sat", "upsample-run"} <= set(length.split("(")[1].split(")")[0].split(", "))
     assert "L_G = −E[log D(G(z,c))]" in md and "cal(L)_G^\"NS\" = -EE_(z, c) [log D(G(z, c))]" in typ
 
     reader = PdfReader(out / "report.pdf")

@@ -26,8 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from pipeline import hardware, runs, tracking  # noqa: E402
-from pipeline.data import as_tensors, prepare  # noqa: E402
+from pipeline import hardware  # noqa: E402
+from q_selflabel_probe import load_evaluated  # noqa: E402  (this folder's other probe of Q)
 
 
 def outputs(d, x: torch.Tensor, precision, batch: int = 1000) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -64,13 +64,7 @@ def main() -> None:
     parser.add_argument("--k", default="5,20", help="neighbour counts, comma-separated")
     parser.add_argument("--features", default="hidden,trunk", help="Q's hidden layer and/or D's trunk")
     args = parser.parse_args()
-    hardware.set_threads(0)
-    tracking.configure()
-    trained = runs.load_run(args.run_id, log=lambda line: None)
-    digit_of_code = torch.from_numpy(runs.read_mapping(args.run_id).digit_of_code)
-    arrays, _ = prepare(trained.cfg.data, log=lambda line: None)
-    tensors = as_tensors(arrays, torch.device("cpu"))
-    precision = hardware.resolve_precision("auto", torch.device("cpu"))
+    trained, digit_of_code, tensors, precision = load_evaluated(args.run_id)
     d = trained.d.eval()
     train_p, train_f = outputs(d, tensors["train_x"], precision)
     test_p, test_f = outputs(d, tensors["test_x"], precision)

@@ -40,6 +40,18 @@ def strong_view(x: torch.Tensor, rng: torch.Generator, kind: str) -> torch.Tenso
     return y * (~box).unsqueeze(1)
 
 
+def load_evaluated(run_id: str):
+    """An evaluated run's checkpoint, its code -> digit mapping as a tensor (digit of each code),
+    the MNIST tensors on the CPU and the precision `auto` picks there."""
+    hardware.set_threads(0)
+    tracking.configure()
+    trained = runs.load_run(run_id, log=lambda line: None)
+    digit_of_code = torch.from_numpy(runs.read_mapping(run_id).digit_of_code)
+    arrays, _ = prepare(trained.cfg.data, log=lambda line: None)
+    cpu = torch.device("cpu")
+    return trained, digit_of_code, as_tensors(arrays, cpu), hardware.resolve_precision("auto", cpu)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_id")
@@ -49,14 +61,8 @@ def main() -> None:
     parser.add_argument("--strong", choices=("affine", "cutout"), default="cutout")
     parser.add_argument("--batch", type=int, default=256)
     args = parser.parse_args()
-    hardware.set_threads(0)
-    tracking.configure()
-    trained = runs.load_run(args.run_id, log=lambda line: None)
-    digit_of_code = torch.from_numpy(runs.read_mapping(args.run_id).digit_of_code)
-    arrays, _ = prepare(trained.cfg.data, log=lambda line: None)
-    tensors = as_tensors(arrays, torch.device("cpu"))
+    trained, digit_of_code, tensors, precision = load_evaluated(args.run_id)
     cpu = torch.device("cpu")
-    precision = hardware.resolve_precision("auto", cpu)
 
     def accuracy(d) -> float:
         return float((digit_of_code[measure.q_codes(d, tensors["test_x"])] == tensors["test_y"]).float().mean())

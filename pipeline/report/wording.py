@@ -67,8 +67,10 @@ CHOICES = (
     ("train.mode_seeking", lambda v: float(v) > 0,
      "after its first steps, G is rewarded for drawing different images from different z under one code "
      "(mode seeking, weight {v})",
-     "a D without batch statistics judges each image alone, so nothing else tells G that a batch "
-     "repeating one image per code is fake"),
+     "a D without batch statistics judges each image alone, and the handout's D sees real and generated "
+     "images as one batch in the joint view: neither tells G that a batch repeating one image per code is "
+     "fake (with the spectral-norm D every z drew the same image; with the handout's D one run of ten "
+     "never grew out of it and formed no code)"),
     ("train.mode_seeking_cap", lambda v: float(v) < _DEFAULT.mode_seeking_cap,
      "the mode-seeking reward stops growing once two images differ by {v} per unit of z distance (mean "
      f"absolute differences), not {_DEFAULT.mode_seeking_cap}",

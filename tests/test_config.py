@@ -167,6 +167,41 @@ def test_experiments_open_in_the_training_view_and_runs_mlflow_run_opened_are_re
     assert client.get_run(opened.info.run_id).info.run_name == "train paper s0"
 
 
+def test_a_process_that_loses_the_race_to_create_an_experiment_uses_the_winners(home, monkeypatch):
+    from mlflow import MlflowClient
+
+    from pipeline import tracking
+
+    create, winner = MlflowClient.create_experiment, []
+
+    def raced(self, name, **kwargs):  # another process inserts the name between lookup and insert
+        winner.append(create(self, name, **kwargs))
+        return create(self, name, **kwargs)
+
+    monkeypatch.setattr(MlflowClient, "create_experiment", raced)
+    assert tracking.ensure_experiment("smoke") == winner[0]
+
+
+def test_a_run_that_loses_the_race_to_create_a_registered_model_adds_its_version_to_it(home, monkeypatch):
+    import mlflow
+    from mlflow import MlflowClient
+
+    from pipeline import tracking
+    from pipeline.tracking import registry
+
+    with tracking.start_run("smoke", "any") as run:
+        mlflow.log_text("weights", "model/weights.txt")
+    create = MlflowClient.create_registered_model
+
+    def raced(self, name, **kwargs):  # another run registers the name between lookup and insert
+        create(self, name, **kwargs)
+        return create(self, name, **kwargs)
+
+    monkeypatch.setattr(MlflowClient, "create_registered_model", raced)
+    uri = f"runs:/{run.info.run_id}/model"
+    assert registry.register(uri, "infogan-generator", run.info.run_id, {}) == 1
+
+
 @pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
 def test_a_batch_of_one_is_refused_for_every_architecture(arch):
     # Every G normalises its batch: one sample would fail inside torch, mid-training.

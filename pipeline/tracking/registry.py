@@ -21,7 +21,11 @@ def register(model_uri: str, name: str, run_id: str, tags: dict[str, Any], descr
     ``name`` in the Model Registry, tagged with ``tags``; returns the version number."""
     client = MlflowClient()
     if client.search_registered_models(filter_string=f"name = '{name}'") == []:
-        client.create_registered_model(name, description=description)
+        try:
+            client.create_registered_model(name, description=description)
+        except MlflowException as error:  # a run evaluated side by side registered it first
+            if error.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
     quiet = logging.getLogger("mlflow.tracking._model_registry.client")
     level = quiet.level
     quiet.setLevel(logging.WARNING)  # MLflow prints a line per version made; the caller says one

@@ -19,3 +19,10 @@ os.environ.setdefault("MKL_CBWR", "AUTO")
 #   there. What holds beside another run is one thread each (train.threads=1: 95-101% kept).
 if not BF16_FLAGS & cpu_flags():
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+# One OpenBLAS thread for NumPy and SciPy, read when NumPy loads it (before torch, which imports
+# NumPy); a user's value wins. Their work here is small (the FLD's covariances and eigenvalues
+# of 128 features), where one thread is fastest and a second only spins on the cores torch
+# trains on: the FLD of 100 samples beside a busy process took 65 ms (114 ms of CPU) with
+# OpenBLAS's two threads and 4.5 ms with one (docs/results.md).
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")

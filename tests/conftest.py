@@ -12,7 +12,9 @@ import tempfile
 from pathlib import Path
 
 import pytest
-import torch
+
+import pipeline  # noqa: F401  (first: the thread settings it makes before NumPy and torch load)
+import torch  # noqa: E402
 
 # Smoke runs last seconds; MLflow logs a run's system metrics only after a whole sampling
 # interval (10 s by default here), so the tests that look for them sample every 2 s. Inherited

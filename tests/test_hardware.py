@@ -218,3 +218,19 @@ def test_a_run_logs_the_device_it_trained_on(tmp_path, monkeypatch):
     arrays = {"train_images": images, "train_labels": np.zeros(8), "test_images": images, "test_labels": np.zeros(8)}
     loop.fit(cfg, tracker, tmp_path / "last.pt", log=lambda m: None, arrays=arrays, nets=models.build(cfg.model))
     assert tracker.tags[names.DEVICE] == "cpu" and tracker.params["device_used"] == "cpu"
+
+
+@pytest.mark.parametrize("user_value, expected", [(None, 1), ("2", 2)])
+def test_numpy_and_scipy_get_one_blas_thread_unless_the_user_says_otherwise(user_value, expected):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    if user_value:
+        env["OPENBLAS_NUM_THREADS"] = user_value
+    probe = ("import pipeline, numpy, scipy.linalg, threadpoolctl; "
+             "print(sorted({p['num_threads'] for p in threadpoolctl.threadpool_info() if p['user_api'] == 'blas'}))")
+    done = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str([expected])  # NumPy's OpenBLAS and SciPy's own copy

@@ -80,7 +80,8 @@ def configure() -> str:
 
 def ensure_experiment(name: str) -> str:
     """The experiment's id, creating it with artifacts beside the local store when needed (once,
-    when processes started side by side on a new store race to create it). Either way it is marked as a model-training experiment, so the MLflow UI opens on runs and metrics."""
+    when processes started side by side on a new store race to create it). Either way it is
+    marked as a model-training experiment, so the MLflow UI opens on runs and metrics."""
     client = MlflowClient()
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
@@ -98,8 +99,8 @@ def ensure_experiment(name: str) -> str:
                                         tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
     except MlflowException as error:
         # Runs started side by side on a new store race to create it: the loser uses the winner's.
-        made = client.get_experiment_by_name(name)
-        if error.error_code != "RESOURCE_ALREADY_EXISTS" or made is None:
+        made = client.get_experiment_by_name(name) if error.error_code == "RESOURCE_ALREADY_EXISTS" else None
+        if made is None:
             raise
         return made.experiment_id
 

@@ -228,8 +228,9 @@ def test_a_tracking_server_down_for_20_s_mid_run_loses_no_metric_point(home, mni
     and is held there (pipeline.faults) until the server has been down for 20 s and is back."""
     import time
 
-    server = _start_server(home, free_port())
-    line = _Line(int(server.args[server.args.index("--port") + 1]))
+    port = free_port()
+    server = _start_server(home, port)
+    line = _Line(port)
     uri = f"http://127.0.0.1:{line.port}"
     held = home / "held"
     env = subprocess_env(home)

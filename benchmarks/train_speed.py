@@ -18,7 +18,7 @@ on real digits where the config has them (``paper``), G's average, fused Adam, `
 runs); ``channels_last``; ``compile`` (``torch.compile`` of G, D's trunk, D's head and Q; its
 compile time is printed apart, to weigh against a whole run); ``compile_cl`` (both);
 ``foreach_adam`` (PyTorch's default Adam kernels in
-place of the fused one); ``b256`` (batch 256); ``no_real_q`` (the step at ``auto`` precision on one
+place of the fused one); ``b128`` (the default step at the textbook loop's batch); ``no_real_q`` (the step at ``auto`` precision on one
 thread per core, as ``bf16`` is, without Q's term on real digits, ``train.real_consistency=0``:
 beside ``bf16`` it shows what that term costs); ``own_views`` (as ``bf16``, with
 ``train.d_augment=false``: D judges plain digits and Q reads its rotated fakes and changed real
@@ -47,16 +47,28 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-VARIANTS = ("textbook", "default", "fp32", "bf16", "channels_last", "compile", "compile_cl", "foreach_adam", "b256",
+PAPER_BATCH = 128  # the InfoGAN paper's batch, at which the textbook loop trains
+VARIANTS = ("textbook", "default", "fp32", "bf16", "channels_last", "compile", "compile_cl", "foreach_adam", "b128",
             "no_real_q", "own_views", "1thread", "omp_spin", "omp_passive", "omp_default", "omp_short_spin")
 # OpenMP's wait policy for the omp_* variants, set before torch starts its threads: spin while
 # waiting (ACTIVE), sleep at once (PASSIVE), or libgomp's own default (spin a while, then sleep).
 OMP_WAIT = {"omp_spin": "ACTIVE", "omp_passive": "PASSIVE", "omp_default": None, "omp_short_spin": None}
 
 
+def batch_for(variant: str, batch_size: int) -> int:
+    """``batch_size``, or where it is 0 the textbook loop's (the paper's) for ``textbook`` and
+    ``b128`` and the config's ``train.batch_size`` for the other variants."""
+    from pipeline.config import load_config
+
+    if batch_size:
+        return batch_size
+    return PAPER_BATCH if variant in ("textbook", "b128") else load_config([]).train.batch_size
+
+
 def worker(arch: str, variant: str, seconds: float, batch_size: int) -> dict:
     """Runs in its own process: builds the variant's step, warms it up, then steps for
-    ``seconds`` and returns images/s (and the warm-up time, which holds compilation)."""
+    ``seconds`` and returns images/s (and the warm-up time, which holds compilation); the batch
+    is ``batch_for(variant, batch_size)``."""
     sys.path.insert(0, str(ROOT))
     users_policy = os.environ.get("OMP_WAIT_POLICY")
     import pipeline  # noqa: F401  (its set-up of the torch runtime comes first, as in `infogan`)
@@ -80,7 +92,7 @@ def worker(arch: str, variant: str, seconds: float, batch_size: int) -> dict:
     from pipeline.optim import averaged, make_optimisers
     from pipeline.step import joint_share, pair_codes, train_step
 
-    bsz = 256 if variant == "b256" else batch_size
+    bsz = batch_for(variant, batch_size)
     if variant == "1thread":
         torch.set_num_threads(1)
     # tconv and upsample_sn as the lab's runs train them (configs/experiments/); paper as the default does.
@@ -149,7 +161,7 @@ def worker(arch: str, variant: str, seconds: float, batch_size: int) -> dict:
             share.tick()
         n += 1
     img_per_s = n * bsz / (time.perf_counter() - start)
-    return {"img_per_s": img_per_s, "warm_up_s": warm_up, "threads": torch.get_num_threads(),
+    return {"img_per_s": img_per_s, "warm_up_s": warm_up, "threads": torch.get_num_threads(), "batch": bsz,
             # Compiled steps run the same products; counting them would trace them again.
             "flop_per_img": None if "compile" in variant else step_flops(step) / bsz}
 
@@ -192,11 +204,13 @@ def measure(arch: str, variant: str, seconds: float, batch_size: int, beside: bo
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--archs", default="paper,tconv")
-    parser.add_argument("--variants", default="textbook,default,fp32,bf16,channels_last,compile,foreach_adam,b256",
+    parser.add_argument("--variants", default="textbook,default,fp32,bf16,channels_last,compile,foreach_adam,b128",
                         help=f"comma-separated, from: {', '.join(VARIANTS)}")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=20, help="timed seconds per measurement (after warm-up)")
-    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--batch-size", type=int, default=0,
+                        help="one batch for every variant (default: the textbook loop and b128 at the paper's 128, "
+                             "the others at the config's train.batch_size)")
     parser.add_argument("--beside", action="store_true", help="also measure each variant beside a second identical process")
     parser.add_argument("--worker", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -212,9 +226,12 @@ def main() -> None:
 
     sys.path.insert(0, str(ROOT))
     from pipeline import hardware
+    from pipeline.config import load_config
 
     cpu = torch.device("cpu")
-    print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, batch {args.batch_size}, {args.seconds:g} s x "
+    batches = (f"batch {args.batch_size}" if args.batch_size else
+               f"batch {PAPER_BATCH} (textbook, b128), {load_config([]).train.batch_size} (the others)")
+    print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, {batches}, {args.seconds:g} s x "
           f"{args.rounds} rounds, medians; auto precision here: {hardware.resolve_precision('auto', cpu)} "
           f"({hardware.describe(cpu, 'auto', hardware.resolve_precision('auto', cpu))})", flush=True)
     peak = matmul_peak()

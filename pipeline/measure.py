@@ -15,7 +15,7 @@ import torch
 
 from . import latents, metrics, names
 from .models import Discriminator, Generator
-from .reference import Classifier, features, in_chunks, predict
+from .reference import CHUNK, Classifier, features, in_chunks, predict
 
 
 @dataclass
@@ -67,7 +67,7 @@ class RealReference:
 
 @torch.no_grad()
 def generate(g: Generator, z: torch.Tensor, c: torch.Tensor, u: Optional[torch.Tensor] = None,
-             batch_size: int = 1000) -> torch.Tensor:
+             batch_size: int = CHUNK) -> torch.Tensor:
     """G(z, c, u) in eval mode (batch-norm running statistics), in chunks; ``u`` None = every
     continuous code at 0."""
     was_training = g.training
@@ -132,7 +132,7 @@ def traversal(g: Generator, index: int, noise: torch.Tensor, codes: torch.Tensor
     return generate(g, z, c, u)
 
 
-def q_codes(d: Discriminator, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+def q_codes(d: Discriminator, x: torch.Tensor, batch_size: int = CHUNK) -> torch.Tensor:
     """Q's most likely code for each image (uint8 or [0, 1] float)."""
     return in_chunks(d, lambda xb: d(xb)[1].argmax(1), x, batch_size)
 

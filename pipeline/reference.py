@@ -26,6 +26,10 @@ MIN_CLASSIFIER_ACCURACY = 0.99
 CLASSIFIER_SEED = 0  # one classifier judges every run, whatever the run's own seed
 BATCH_SIZE = 128
 CACHE_FORMAT = 1  # what a cached classifier file holds (see _cache_entry)
+# Images per forward pass wherever a network reads many images without gradients (the
+# evaluation's samples, demos and features): chunks of 256 keep the activations in the CPU's
+# caches and ran the classifier 1.4x and G 1.15x faster than chunks of 1,000, same outputs.
+CHUNK = 256
 
 
 def classifier_key(cfg: DictConfig, data_sha256: str) -> str:
@@ -227,12 +231,12 @@ def in_chunks(model: torch.nn.Module, read: Callable[[torch.Tensor], torch.Tenso
     return torch.cat(out)
 
 
-def predict(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+def predict(model: torch.nn.Module, x: torch.Tensor, batch_size: int = CHUNK) -> torch.Tensor:
     """Argmax classes of uint8 or [0, 1] float images, in eval mode."""
     return in_chunks(model, lambda xb: model(xb).argmax(1), x, batch_size)
 
 
-def features(model: Classifier, x: torch.Tensor, batch_size: int = 1000) -> np.ndarray:
+def features(model: Classifier, x: torch.Tensor, batch_size: int = CHUNK) -> np.ndarray:
     """The classifier's features (the FLD's space) as float64 numpy."""
     return in_chunks(model, lambda xb: model.features(xb).cpu(), x, batch_size).double().numpy()
 

@@ -68,6 +68,27 @@ def test_evaluate_logs_metrics_mapping_and_figures_to_the_training_run(smoke_run
     assert [r.data.tags["infogan.evaluated_run_id"] for r in stage_runs] == [smoke_run]
 
 
+def test_reading_images_in_chunks_gives_what_one_pass_gives():
+    """G, Q and the classifier read many images in chunks of ``reference.CHUNK`` (for speed); each
+    image's output must not depend on the chunk it was in (eval mode: no batch statistics)."""
+    import torch
+
+    from pipeline import measure, models, reference
+
+    torch.manual_seed(0)
+    g, d = models.build(load_config([], []).model)
+    classifier = reference.Classifier()
+    n = 2 * reference.CHUNK + 88
+    z, c = torch.randn(n, g.noise_dim), torch.randint(g.code_dim, (n,))
+    images = measure.generate(g, z, c)
+    torch.testing.assert_close(images, measure.generate(g, z, c, batch_size=n))
+    assert g.training and d.training and classifier.training  # each left in the mode it came in
+    torch.testing.assert_close(measure.q_codes(d, images), measure.q_codes(d, images, batch_size=n))
+    np.testing.assert_allclose(reference.features(classifier, images),
+                               reference.features(classifier, images, batch_size=n), rtol=1e-4, atol=1e-5)
+    assert torch.equal(reference.predict(classifier, images), reference.predict(classifier, images, batch_size=n))
+
+
 def test_generate_outputs_are_reproducible(smoke_run, tmp_path):
     evaluate.stage(smoke_run, log=lambda m: None)
     digit = tmp_path / "sevens.png"

@@ -226,11 +226,10 @@ def main() -> None:
 
     sys.path.insert(0, str(ROOT))
     from pipeline import hardware
-    from pipeline.config import load_config
 
     cpu = torch.device("cpu")
     batches = (f"batch {args.batch_size}" if args.batch_size else
-               f"batch {PAPER_BATCH} (textbook, b128), {load_config([]).train.batch_size} (the others)")
+               f"batch {batch_for('textbook', 0)} (textbook, b128), {batch_for('default', 0)} (the others)")
     print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, {batches}, {args.seconds:g} s x "
           f"{args.rounds} rounds, medians; auto precision here: {hardware.resolve_precision('auto', cpu)} "
           f"({hardware.describe(cpu, 'auto', hardware.resolve_precision('auto', cpu))})", flush=True)

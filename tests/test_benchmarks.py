@@ -36,7 +36,6 @@ def test_the_speed_benchmark_times_each_step_and_counts_the_work_of_q_s_views(mo
     assert 0.9 < flops["default"] / flops["textbook"] < 1.1
 
 
-
 def test_the_speed_benchmark_compares_the_default_batch_with_the_textbook_loop_at_the_paper_s():
     from pipeline.config import load_config
 
@@ -44,6 +43,7 @@ def test_the_speed_benchmark_compares_the_default_batch_with_the_textbook_loop_a
     assert [batch_for(v, 0) for v in ("textbook", "b128", "default", "bf16")] == [
         128, 128, *[load_config([]).train.batch_size] * 2]
     assert {batch_for(v, 64) for v in ("textbook", "default")} == {64}
+
 
 def run_script(home, name: str, *args: str) -> str:
     import subprocess

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from conftest import run_step, same
+from conftest import REPO, run_step, same
 from pipeline import augment, latents, losses, models, step
 from pipeline.config import load_config
 from pipeline.augment import INFO_AUGMENT, q_view, real_q_view
@@ -280,3 +280,91 @@ def test_dilate3_is_a_3x3_max_pool_with_and_without_gradients(dtype):
     expected = x.clone().requires_grad_(True)
     torch.nn.functional.max_pool2d(expected, 3, stride=1, padding=1).sum().backward()
     assert torch.equal(leaf.grad, expected.grad)
+
+
+# --- the step's direction, as each shipped config trains -----------------------------------------
+
+# The defaults ("base") and every config file shipped, as named under configs/.
+SHIPPED = ["base", *sorted(str(p.relative_to(REPO / "configs").with_suffix("")) for p in (REPO / "configs").rglob("*.yaml")
+                           if p.name != "base.yaml")]
+
+
+# Rates small enough that one Adam step (each weight moved by its rate against its gradient's sign)
+# stays where the losses are near linear, so its direction is the gradients': at the configs'
+# own rates of up to 1e-3, G's first step raised D's score of its images with G's loss negated too.
+SMALL_STEP = ("train.lr_d=1e-5", "train.lr_g=1e-5", "train.lr_q=1e-5")
+
+
+def shipped_step(name: str, seed: int, *overrides: str) -> dict:
+    """One ``train_step`` of fresh networks as ``configs/<name>.yaml`` trains (its views, weights, G
+    loss, batch-norm layout; the mode-seeking term on), in fp32 on digit-like images, and what D
+    and Q make of the same images and codes before and after it. Adam's first step moves each
+    weight by its learning rate against its gradient, so each loss falls on the batch it saw
+    (``SMALL_STEP``)."""
+    files = [] if name == "base" else [str(REPO / "configs" / f"{name}.yaml")]
+    cfg = load_config(files, ["train.batch_size=16", *SMALL_STEP, *overrides])
+    tcfg, n = cfg.train, 16
+    torch.manual_seed(seed)
+    g, d = models.build(cfg.model)
+    opt = make_optimisers(g, d, tcfg)
+    rng = torch.Generator().manual_seed(seed)
+    x = augment.random_stroke_width(torch.rand(n, 1, 28, 28, generator=rng).gt(0.8).float(), rng, 1.0)
+    z, c = latents.sample(n, cfg.model.noise_dim, cfg.model.code_dim, rng, torch.device("cpu"))
+    c, seeking = step.seeking_codes(tcfg, c, 10 ** 6, 100)
+    u = latents.continuous(n, cfg.model.continuous_codes, rng, torch.device("cpu"))
+    info_view, real_view = augment.q_views(tcfg, rng)
+
+    def seen(images):
+        """D's changed copies (``train.d_augment``) as at a run's start, image i changed the same
+        way at every call, so that D can be scored again on exactly what it judged."""
+        return augment.d_view_at(tcfg, torch.Generator().manual_seed(seed), 0, 1000)(images)
+
+    d_view = seen if tcfg.d_augment else None
+    view = d_view or (lambda images: images)
+    g0, d0 = copy.deepcopy(g), copy.deepcopy(d)
+    code = latents.one_hot(c, cfg.model.code_dim)
+    with torch.no_grad():
+        fake0 = g0(z, code, u)
+    train_step(g, d, opt, x, z, c, tcfg.code_weight, tcfg.g_loss, tcfg.info_trains_d_trunk, step.joint_share(tcfg),
+               info_view, d_input=None, u=u, continuous_weight=tcfg.continuous_weight, seeking=seeking,
+               seeking_cap=tcfg.mode_seeking_cap, real_view=real_view, real_weight=tcfg.real_consistency, d_view=d_view)
+
+    def judged(net, images) -> tuple[float, float]:
+        """D's mean logits on the reals and on ``images``, weighed over the views its loss uses
+        (joint and/or separate batch norm), on the copies it judged."""
+        net = copy.deepcopy(net)
+        batch = step.Batch(view(x), view(images), c, u, step.joint_share(tcfg) if net.batch_norm else 0.0)
+        with torch.no_grad():
+            views = batch.views(net, batch.fake, real=True)
+        return (sum(w * float(on_real.mean()) for w, on_real, *_ in views),
+                sum(w * float(on_fake.mean()) for w, _, on_fake, *_ in views))
+
+    def q_loss(net, images) -> float:
+        """Q's info loss (with the continuous codes' term, where the config has them) on ``images``."""
+        net = copy.deepcopy(net)
+        batch = step.Batch(x, images, c, u, step.joint_share(tcfg) if net.batch_norm else 0.0)
+        with torch.no_grad():
+            logits, means = net.read_codes(batch.features(net, images))
+            loss = losses.info_loss(logits, c)
+            return float(loss if u is None else loss + tcfg.continuous_weight * losses.info_loss_continuous(means, u))
+
+    with torch.no_grad():
+        fake1 = copy.deepcopy(g)(z, code, u)
+    return {"d": (judged(d0, fake0), judged(d, fake0)), "g": (judged(d, fake0)[1], judged(d, fake1)[1]),
+            "q": (q_loss(d0, fake0), q_loss(d, fake0)), "cfg": cfg}
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_each_shipped_step_moves_d_g_and_q_the_way_their_losses_say(name):
+    """After one step as the config trains: D tells the same reals from the same fakes by a wider
+    margin of its score, and Q reads the codes of the same fakes with a lower loss. After one step
+    with the info and mode-seeking terms off (so that G's step is its adversarial loss alone), G's
+    new images score higher under the new D. A sign flipped in D's loss, in the info term or in
+    G's loss fails here (checked on mutated copies of step.py and losses.py, docs/results.md)."""
+    moved = shipped_step(name, 0)
+    (real0, fake0), (real1, fake1) = moved["d"]
+    assert real1 - fake1 > real0 - fake0, (name, "D tells the same reals from fakes less well", moved["d"])
+    before, after = moved["q"]
+    assert after < before, (name, "Q reads the same codes with a higher loss", moved["q"])
+    before, after = shipped_step(name, 0, "train.code_weight=0", "train.mode_seeking=0")["g"]
+    assert after > before, (name, f"G ({moved['cfg'].train.g_loss}) made images D scores lower", (before, after))

@@ -42,7 +42,7 @@ FLD_FLOOR = "eval/fld_floor"
 STYLE_SPREAD = "eval/style_spread"
 EVAL_METRICS = (GEN_ACCURACY, Q_ACCURACY, DEMO_SCORE_MEAN, DEMO_SCORE_MIN, DEMO_PERFECT_FRAC,
                 MIN_CODE_PURITY, FLD, STYLE_SPREAD)
-# Figures a report table shows per run, in its column order.
+# Figures the report's evaluation table shows per run, in its column order.
 REPORT_METRICS = (GEN_ACCURACY, Q_ACCURACY, DEMO_SCORE_MIN, DEMO_PERFECT_FRAC, FLD, STYLE_SPREAD)
 CLASSIFIER_ACCURACY = "test_accuracy"  # the reference classifier's run
 
@@ -107,6 +107,17 @@ SEEDS_KEY = "infogan.seeds_key"  # a seed check's parent: its config and seeds, 
 SEEDS_PARENT_RUN_ID = "infogan.seeds_parent_run_id"  # on the run `mlflow run -e seeds` opened
 SEEDS_PASSED_TAG = "infogan.seeds_passed"  # "4 of 5"
 SEEDS_WORST = "infogan.seeds_worst"  # the seed with the lowest generated accuracy
+
+# --- a sweep's tags (``infogan sweep``): Optuna's study and trial on the MLflow runs ---------------
+OPTUNA_STUDY = "optuna.study"  # on the sweep's parent run and on each trial's run
+OPTUNA_TRIAL = "optuna.trial"  # the trial's number
+OPTUNA_STATE = "optuna.state"  # RUNNING, then COMPLETE | PRUNED | FAIL
+OPTUNA_RETRIED_FROM = "optuna.retried_from"  # a crashed trial's number, on the trial that resumed it
+OPTUNA_STORAGE = "optuna.storage"  # the study's storage URL, password hidden
+OPTUNA_DIRECTION = "optuna.direction"
+OPTUNA_METRIC = "optuna.metric"  # the objective's metric key
+OPTUNA_BEST_TRIAL = "optuna.best_trial"
+OPTUNA_BEST_RUN_ID = "optuna.best_run_id"
 
 
 def stage_run_id(stage: str) -> str:

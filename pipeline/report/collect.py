@@ -156,7 +156,7 @@ def _collect_sweeps(experiment: str, folder: Path) -> dict:
         trials = pd.read_csv(tracking.download_artifact(run_id, "trials.csv", target))
         figures = [tracking.download_artifact(run_id, path, target)
                    for path in tracking.list_artifacts(run_id, "optuna") if path.endswith(".png")]
-        sweeps[run.data.tags.get("optuna.study", run_id)] = {"trials": trials, "figures": sorted(figures)}
+        sweeps[run.data.tags.get(names.OPTUNA_STUDY, run_id)] = {"trials": trials, "figures": sorted(figures)}
     return sweeps
 
 

@@ -179,9 +179,8 @@ class Writer:
 
     def evaluation(self) -> None:
         d = self.doc
-        rows = [[r.variant, r.seed, num(r.final(names.GEN_ACCURACY)), num(r.final(names.Q_ACCURACY)),
-                 num(r.final(names.DEMO_SCORE_MIN)), num(100 * r.final(names.DEMO_PERFECT_FRAC), 3),
-                 num(r.final(names.FLD)), num(r.final(names.STYLE_SPREAD), 2),
+        shown = {names.DEMO_PERFECT_FRAC: lambda v: num(100 * v, 3), names.STYLE_SPREAD: lambda v: num(v, 2)}
+        rows = [[r.variant, r.seed, *(shown.get(key, num)(r.final(key)) for key in names.REPORT_METRICS),
                  "yes" if r.evaluated else "no"] for r in self.runs]
         d.add(Heading(2, "Evaluation"),
               Text("A reference MNIST classifier (≈ 99% test accuracy, trained once) judges the generator. Each "

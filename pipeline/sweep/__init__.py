@@ -52,7 +52,7 @@ def stage(path: str | Path, storage: Optional[str] = None, workers: int = 1,
     if launcher:
         tracking.MlflowTracker(launcher).set_tags({names.STAGE: "sweep-launcher",
                                                    names.SWEEP_PARENT_RUN_ID: parent,
-                                                   "optuna.study": spec.study_name})
+                                                   names.OPTUNA_STUDY: spec.study_name})
     status = "FAILED"
     try:
         if workers == 1:

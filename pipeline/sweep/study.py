@@ -199,8 +199,8 @@ def prepare_study(spec: SweepSpec, url: str, log: Callable[[str], None] = print)
         parent = study.user_attrs.get(PARENT_ATTR)
         if parent is None or tracking.get_run(parent) is None:
             parent = tracking.new_run(experiment_of(spec), f"sweep {spec.study_name}", {
-                names.STAGE: "sweep", "optuna.study": spec.study_name, "optuna.storage": shown_url(url),
-                "optuna.direction": spec.objective.direction, "optuna.metric": spec.objective.metric})
+                names.STAGE: "sweep", names.OPTUNA_STUDY: spec.study_name, names.OPTUNA_STORAGE: shown_url(url),
+                names.OPTUNA_DIRECTION: spec.objective.direction, names.OPTUNA_METRIC: spec.objective.metric})
             tracker = tracking.MlflowTracker(parent)
             tracker.log_text(yaml.safe_dump(OmegaConf.to_container(OmegaConf.structured(spec)),
                                             sort_keys=False), "sweep.yaml")

@@ -65,7 +65,7 @@ def summarise(study, spec: SweepSpec, parent: str, log: Callable[[str], None] = 
                    "params": best.params, "mlflow_run_id": best.user_attrs.get(RUN_ID_ATTR),
                    "metrics": {k: v for k, v in best.user_attrs.items() if k.startswith(names.EVAL_PREFIX)}}
         tracker.log_text(json.dumps(summary, indent=2), "best_params.json")
-        tracker.set_tags({"optuna.best_trial": best.number, "optuna.best_run_id": summary["mlflow_run_id"]})
+        tracker.set_tags({names.OPTUNA_BEST_TRIAL: best.number, names.OPTUNA_BEST_RUN_ID: summary["mlflow_run_id"]})
         tracker.log_metrics({f"best/{spec.objective.metric}": best.value,
                              "trials/complete": len(study.get_trials(states=(TrialState.COMPLETE,))),
                              "trials/pruned": len(study.get_trials(states=(TrialState.PRUNED,)))}, step=0)

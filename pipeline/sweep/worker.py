@@ -118,9 +118,9 @@ class _Objective:
         frozen = trial.study.get_trials(deepcopy=False)[trial.number]  # a live Trial has no system_attrs
         retried_from = Retry.retried_trial_number(frozen)
         resume = self._resumable(cfg, trial.user_attrs.get(RUN_ID_ATTR)) if retried_from is not None else None
-        tags = {"optuna.study": spec.study_name, "optuna.trial": trial.number, "optuna.state": "RUNNING"}
+        tags = {names.OPTUNA_STUDY: spec.study_name, names.OPTUNA_TRIAL: trial.number, names.OPTUNA_STATE: "RUNNING"}
         if retried_from is not None:
-            tags["optuna.retried_from"] = retried_from
+            tags[names.OPTUNA_RETRIED_FROM] = retried_from
         self.log(f"[{self.worker}] trial {trial.number}: "
                  + ", ".join(f"{k}={fmt_value(v)}" for k, v in params.items())
                  + (f" (retry of trial {retried_from}" + (f", resuming run {resume})" if resume else ")")
@@ -147,7 +147,7 @@ class _Objective:
 
     def _end(self, state: str) -> None:
         if self.run_id is not None:
-            tracking.MlflowTracker(self.run_id).set_tags({"optuna.state": state})
+            tracking.MlflowTracker(self.run_id).set_tags({names.OPTUNA_STATE: state})
 
     def _resumable(self, cfg: DictConfig, run_id: Optional[str]) -> Optional[str]:
         """The dead trial's run, if it left a checkpoint short of the last epoch; else that run

@@ -79,12 +79,28 @@ def main() -> None:
     trained, digit_of_code, tensors, precision = load_evaluated(args.run_id)
     cpu = torch.device("cpu")
 
-    def accuracy(d) -> float:
-        return float((digit_of_code[measure.q_codes(d, tensors["test_x"])] == tensors["test_y"]).float().mean())
+    def read(d) -> tuple[float, int]:
+        """Q's accuracy on the real test digits and how many test sevens it reads as 2."""
+        digits = digit_of_code[measure.q_codes(d, tensors["test_x"])]
+        sevens_as_two = int(((tensors["test_y"] == 7) & (digits == 2)).sum())
+        return float((digits == tensors["test_y"]).float().mean()), sevens_as_two
 
-    def sevens_as_two(d) -> int:
-        read = digit_of_code[measure.q_codes(d, tensors["test_x"])]
-        return int(((tensors["test_y"] == 7) & (read == 2)).sum())
+    def fixmatch(x: torch.Tensor):
+        """Cross-entropy of the strong copy's code against the plain digit's confident code."""
+        with torch.no_grad(), hardware.autocast(precision, cpu):
+            probability, target = torch.softmax(d(x)[1].float(), 1).max(1)
+        with hardware.autocast(precision, cpu):
+            logits = d(strong_view(x, rng, args.strong))[1].float()
+        return (F.cross_entropy(logits, target, reduction="none") * (probability >= args.tau)).mean(), probability, target
+
+    def iic(x: torch.Tensor):
+        """Minus the mutual information of the two copies' codes; the first copy's code is read."""
+        first = x if args.weak == "none" else strong_view(x, rng, args.weak)
+        with hardware.autocast(precision, cpu):
+            both = d(torch.cat([first, strong_view(x, rng, args.strong)]))[1].float()
+        p1, p2 = torch.softmax(both, 1).chunk(2)
+        probability, target = p1.detach().max(1)
+        return iic_loss(p1, p2), probability, target
 
     d = copy.deepcopy(trained.d).eval()
     ema = torch.optim.swa_utils.AveragedModel(d, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(0.99))
@@ -93,7 +109,9 @@ def main() -> None:
     n = tensors["train_x"].shape[0]
     steps = int(args.epochs * n / args.batch)
     perm = torch.randperm(n, generator=rng)
-    print(f"run {args.run_id}: Q on the real test digits {accuracy(d):.4f} before ({sevens_as_two(d)} sevens read "
+    objective = fixmatch if args.objective == "fixmatch" else iic
+    before, sevens = read(d)
+    print(f"run {args.run_id}: Q on the real test digits {before:.4f} before ({sevens} sevens read "
           f"as 2); {steps} steps, {args.objective}, tau {args.tau}, lr {args.lr}, strong view {args.strong}, {precision}")
     extra = ("", "") if args.objective == "fixmatch" else (" mutual information | sevens read as 2 |", "---:|---:|")
     print("| step | seconds | confident share | confident codes right | Q accuracy | its average |" + extra[0])
@@ -101,44 +119,22 @@ def main() -> None:
     start, confident, right, seen = time.perf_counter(), 0, 0, 0
     for s in range(steps):
         idx = perm[(s * args.batch) % n:][:args.batch]
-        x = tensors["train_x"][idx].float() / 255
-        if args.objective == "iic":
-            first = x if args.weak == "none" else strong_view(x, rng, args.weak)
-            with hardware.autocast(precision, cpu):
-                both = d(torch.cat([first, strong_view(x, rng, args.strong)]))[1].float()
-            p1, p2 = torch.softmax(both, 1).chunk(2)
-            loss = iic_loss(p1, p2)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            ema.update_parameters(d)
-            probability, target = p1.detach().max(1)
-            mask = probability >= args.tau
-            confident, seen = confident + int(mask.sum()), seen + len(idx)
-            right += int(((digit_of_code[target] == tensors["train_y"][idx]) & mask).sum())
-            if (s + 1) % 100 == 0 or s == steps - 1:
-                print(f"| {s + 1} | {time.perf_counter() - start:.0f} | {confident / seen:.3f} | "
-                      f"{right / max(confident, 1):.4f} | {accuracy(d):.4f} | {accuracy(ema.module):.4f} | "
-                      f"{-float(loss.detach()):.3f} | {sevens_as_two(d)} |", flush=True)
-                confident, right, seen = 0, 0, 0
-            continue
-        with torch.no_grad(), hardware.autocast(precision, cpu):
-            probability, target = torch.softmax(d(x)[1].float(), 1).max(1)
-        mask = probability >= args.tau
-        with hardware.autocast(precision, cpu):
-            logits = d(strong_view(x, rng, args.strong))[1].float()
-        loss = (F.cross_entropy(logits, target, reduction="none") * mask).mean()
+        loss, probability, target = objective(tensors["train_x"][idx].float() / 255)
         opt.zero_grad()
         loss.backward()
         opt.step()
         ema.update_parameters(d)
+        mask = probability >= args.tau
         confident, seen = confident + int(mask.sum()), seen + len(idx)
         right += int(((digit_of_code[target] == tensors["train_y"][idx]) & mask).sum())
         if (s + 1) % 100 == 0 or s == steps - 1:
-            print(f"| {s + 1} | {time.perf_counter() - start:.0f} | {confident / seen:.3f} | "
-                  f"{right / max(confident, 1):.4f} | {accuracy(d):.4f} | {accuracy(ema.module):.4f} |", flush=True)
+            accuracy, sevens = read(d)
+            line = (f"| {s + 1} | {time.perf_counter() - start:.0f} | {confident / seen:.3f} | "
+                    f"{right / max(confident, 1):.4f} | {accuracy:.4f} | {read(ema.module)[0]:.4f} |")
+            if args.objective == "iic":
+                line += f" {-float(loss.detach()):.3f} | {sevens} |"
+            print(line, flush=True)
             confident, right, seen = 0, 0, 0
-
 
 if __name__ == "__main__":
     main()

@@ -322,6 +322,7 @@ def shipped_step(name: str, seed: int, *overrides: str) -> dict:
     d_view = seen if tcfg.d_augment else None
     view = d_view or (lambda images: images)
     g0, d0 = copy.deepcopy(g), copy.deepcopy(d)
+    joint = step.joint_share(tcfg) if d.batch_norm else 0.0
     code = latents.one_hot(c, cfg.model.code_dim)
     with torch.no_grad():
         fake0 = g0(z, code, u)
@@ -333,7 +334,7 @@ def shipped_step(name: str, seed: int, *overrides: str) -> dict:
         """D's mean logits on the reals and on ``images``, weighed over the views its loss uses
         (joint and/or separate batch norm), on the copies it judged."""
         net = copy.deepcopy(net)
-        batch = step.Batch(view(x), view(images), c, u, step.joint_share(tcfg) if net.batch_norm else 0.0)
+        batch = step.Batch(view(x), view(images), c, u, joint)
         with torch.no_grad():
             views = batch.views(net, batch.fake, real=True)
         return (sum(w * float(on_real.mean()) for w, on_real, *_ in views),
@@ -342,7 +343,7 @@ def shipped_step(name: str, seed: int, *overrides: str) -> dict:
     def q_loss(net, images) -> float:
         """Q's info loss (with the continuous codes' term, where the config has them) on ``images``."""
         net = copy.deepcopy(net)
-        batch = step.Batch(x, images, c, u, step.joint_share(tcfg) if net.batch_norm else 0.0)
+        batch = step.Batch(x, images, c, u, joint)
         with torch.no_grad():
             logits, means = net.read_codes(batch.features(net, images))
             loss = losses.info_loss(logits, c)
@@ -350,7 +351,8 @@ def shipped_step(name: str, seed: int, *overrides: str) -> dict:
 
     with torch.no_grad():
         fake1 = copy.deepcopy(g)(z, code, u)
-    return {"d": (judged(d0, fake0), judged(d, fake0)), "g": (judged(d, fake0)[1], judged(d, fake1)[1]),
+    after = judged(d, fake0)
+    return {"d": (judged(d0, fake0), after), "g": (after[1], judged(d, fake1)[1]),
             "q": (q_loss(d0, fake0), q_loss(d, fake0)), "cfg": cfg}
 
 

@@ -13,6 +13,7 @@ that never switches is linear; a trunk of such units makes D a linear function o
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline import augment, data, hardware, latents, models, optim, step  # noqa: E402
+from pipeline import data, hardware, latents, models, optim, plan, step  # noqa: E402
 from pipeline.config import load_config  # noqa: E402
 
 CHECKPOINTS = (0, 50, 150, 300, 600, 1200)
@@ -70,7 +71,6 @@ def main() -> None:
         add_biases(d.trunk)
     opt = optim.make_optimisers(g, d, t)
     rng = torch.Generator().manual_seed(cfg.seed + 1)
-    view, real_view = augment.q_views(t, rng)
     precision = hardware.resolve_precision(t.precision, cpu)
     train_x, bsz = tensors["train_x"][:cfg.data.train_subset], t.batch_size
     probe_real = train_x[:256].float().div(255.0)
@@ -80,6 +80,8 @@ def main() -> None:
     print("| step | images | layer | pre-activation spread | mean abs bias | units that never switch |")
     print("|---:|---|---|---:|---:|---:|")
     per_epoch = train_x.shape[0] // bsz
+    # the config's step over a.steps, at constant rates
+    steps = dataclasses.replace(plan.Plan.of(cfg, per_epoch), total_steps=a.steps, decay_steps=0)
     for s in range(a.steps + 1):
         if s in CHECKPOINTS or s == a.steps:
             with torch.no_grad():  # G in training mode: the fakes D is trained on
@@ -94,11 +96,8 @@ def main() -> None:
         i = s % per_epoch
         x = train_x[i * bsz:(i + 1) * bsz].float().div_(255.0)
         z, c = latents.sample(bsz, cfg.model.noise_dim, cfg.model.code_dim, rng, cpu)
-        c, seeking = step.seeking_codes(t, c, s, per_epoch)
-        step.train_step(g, d, opt, x, z, c, t.code_weight, t.g_loss, t.info_trains_d_trunk, step.joint_share(t),
-                        view, lambda: hardware.autocast(precision, cpu), seeking=seeking,
-                        seeking_cap=t.mode_seeking_cap, real_view=real_view, real_weight=t.real_consistency,
-                        d_view=augment.d_view_at(t, rng, s, a.steps))
+        step.train_step(step.Nets(g, d), opt, step.Batch(x, z, c),
+                        steps.settings(s, rng, lambda: hardware.autocast(precision, cpu)))
 
 
 if __name__ == "__main__":

@@ -133,8 +133,8 @@ class Probe:
     def evaluate(self) -> dict[str, float]:
         g = self.average.module
         g.eval(), self.d.eval()
-        m = measure.measure(g, self.d, self.classifier, self.tensors, samples_per_code=200, n_demos=100,
-                            seed=7, q_test_images=2000, real_spread=self.real_spread)
+        m = measure.measure(g, self.d, self.classifier, self.tensors, measure.Budget(200, 100, q_test_images=2000),
+                            seed=7, real_spread=self.real_spread)
         g.train(), self.d.train()
         return {"gen": m.gen_accuracy, "q": m.q_accuracy, "demo_min": int(m.demo_scores.min()),
                 "demos_10": int((m.demo_scores == 10).sum()), "style_spread": m.style_spread}
@@ -155,7 +155,8 @@ def main() -> None:
             perm = torch.randperm(train_x.shape[0], generator=probe.rng)
         i = s % per_epoch
         x = train_x[perm[i * a.batch_size:(i + 1) * a.batch_size]].float().div_(255.0)
-        optim.set_lr_scale(probe.opt, probe.cfg.train, optim.lr_scale(s, a.steps, decay))
+        t = probe.cfg.train
+        optim.set_lr_scale(probe.opt, (t.lr_d, t.lr_q, t.lr_g), optim.lr_scale(s, a.steps, decay))
         for key, value in probe.step(x, s).items():
             sums[key] = sums.get(key, 0.0) + value
         if (s + 1) % a.eval_every == 0 or s + 1 == a.steps:

@@ -69,7 +69,7 @@ def worker(tag: str, files: list[str], overrides: list[str], classifier_path: st
     evaluator = measure.Evaluator(cfg, load_classifier(classifier_path, device), tensors)
     with tempfile.TemporaryDirectory() as tmp:
         result = loop.fit(cfg, Recorder(tag, out), Path(tmp) / "last.pt", arrays=arrays,
-                           evaluator=evaluator, log=lambda s: None)
+                           evaluation=loop.Evaluation(evaluator), log=lambda s: None)
     final = evaluator(result.g, result.d, full=True).as_metrics()
     record(out, {"tag": tag, "step": result.step, "final": True, "demos": cfg.eval.demos, **final})
 

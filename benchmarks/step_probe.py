@@ -15,6 +15,7 @@ project's (DCGAN's N(0, 0.02)). For variants the package does not have, see hand
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -26,7 +27,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline import augment, data, hardware, latents, measure, models, optim, reference, step  # noqa: E402
+from pipeline import data, hardware, latents, measure, models, optim, plan, reference, step  # noqa: E402
 from pipeline.config import load_config  # noqa: E402
 
 
@@ -71,13 +72,13 @@ def main() -> None:
     opt = optim.make_optimisers(g, d, t)
     average = optim.averaged(g, t.ema_decay) if t.ema_decay else None
     rng = torch.Generator().manual_seed(cfg.seed + 1)
-    view, real_view = augment.q_views(t, rng)
     precision = hardware.resolve_precision(t.precision, cpu)
     real_spread = measure.real_style_spread(tensors)
     train_x, bsz = tensors["train_x"][:cfg.data.train_subset], t.batch_size
     per_epoch = train_x.shape[0] // bsz
     total = int(a.epochs * per_epoch)
-    decay = optim.decay_steps_of(t, total)
+    steps = dataclasses.replace(plan.Plan.of(cfg, per_epoch), total_steps=total,
+                                decay_steps=optim.decay_steps_of(t, total))
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     print(json.dumps({"tag": a.tag, "precision": precision, "config": a.config, "overrides": a.overrides}), flush=True)
@@ -88,15 +89,8 @@ def main() -> None:
         i = s % per_epoch
         x = train_x[perm[i * bsz:(i + 1) * bsz]].float().div_(255.0)
         z, c = latents.sample(bsz, cfg.model.noise_dim, cfg.model.code_dim, rng, cpu)
-        c, seeking = step.seeking_codes(t, c, s, per_epoch)
-        if decay:
-            optim.set_lr_scale(opt, t, optim.lr_scale(s, total, decay))
-        noise = optim.noisy(optim.instance_noise_std(s, total, t.instance_noise), rng)
-        stats = step.train_step(g, d, opt, x, z, c, t.code_weight, t.g_loss, t.info_trains_d_trunk,
-                                step.joint_share(t), view, lambda: hardware.autocast(precision, cpu), noise,
-                                seeking=seeking, seeking_cap=t.mode_seeking_cap, real_view=real_view,
-                                real_weight=t.real_consistency,
-                                d_view=augment.d_view_at(t, rng, s, total))
+        stats = step.train_step(step.Nets(g, d), opt, step.Batch(x, z, c),
+                                steps.settings(s, rng, lambda: hardware.autocast(precision, cpu)))
         if average is not None:
             average.update_parameters(g)
         for key, value in stats.items():
@@ -104,9 +98,9 @@ def main() -> None:
         since += 1
         if (s + 1) % a.eval_every == 0 or s + 1 == total:
             shown = g if average is None else average.module
-            m = measure.measure(shown, d, classifier, tensors, samples_per_code=cfg.eval.train_samples_per_code,
-                                n_demos=cfg.eval.demos, seed=7, q_test_images=cfg.eval.q_test_images or 2000,
-                                real_spread=real_spread)
+            budget = measure.Budget(cfg.eval.train_samples_per_code, cfg.eval.demos,
+                                    q_test_images=cfg.eval.q_test_images or 2000)
+            m = measure.measure(shown, d, classifier, tensors, budget, seed=7, real_spread=real_spread)
             save_grid(shown, out / f"{a.tag}_{s + 1}.png")
             row = {"epoch": round((s + 1) / per_epoch, 2), "gen": round(m.gen_accuracy, 3), "q": round(m.q_accuracy, 3),
                    "demo_min": int(m.demo_scores.min()), "demos_10": int((m.demo_scores == 10).sum()),

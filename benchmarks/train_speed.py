@@ -38,6 +38,7 @@ over the textbook's divided by its work over the textbook's.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -87,10 +88,11 @@ def worker(arch: str, variant: str, seconds: float, batch_size: int) -> dict:
     import torch
 
     from pipeline import hardware, latents, losses, models
-    from pipeline.augment import d_view, q_views
+    from pipeline.augment import d_view
     from pipeline.config import load_config
     from pipeline.optim import averaged, make_optimisers
-    from pipeline.step import joint_share, pair_codes, train_step
+    from pipeline.plan import Plan
+    from pipeline.step import Batch, Nets, train_step
 
     bsz = batch_for(variant, batch_size)
     if variant == "1thread":
@@ -131,8 +133,12 @@ def worker(arch: str, variant: str, seconds: float, batch_size: int) -> dict:
                 for group in o.param_groups:
                     group["fused"], group["foreach"] = None, None
         g_ema = averaged(g, 0.999)
-        info_view, real_view = q_views(cfg.train, rng)
-        joint = joint_share(cfg.train)
+        plan = Plan.of(cfg, 1000)
+        # Mode seeking on from the first step, half of D's images changed (as mid-run), constant
+        # rates; every image's copy is made either way.
+        settings = dataclasses.replace(
+            plan.settings(0, rng, lambda: hardware.autocast(precision, cpu)), seeking=plan.mode_seeking,
+            lr_scale=None, d_view=d_view(rng, 0.5) if plan.d_augment_floor is not None else None)
         if variant in ("compile", "compile_cl"):
             # In place, each part the step calls: G, D's trunk, its head and Q (train_step calls
             # D's parts, not D's forward, so compiling D as a whole would compile nothing it runs).
@@ -141,13 +147,7 @@ def worker(arch: str, variant: str, seconds: float, batch_size: int) -> dict:
 
         def step():
             z, c = latents.sample(bsz, 54, 10, rng, cpu)
-            # Half of D's images changed, as mid-run; every image's copy is made either way.
-            c = pair_codes(c) if cfg.train.mode_seeking else c
-            train_step(g, d, opt, x, z, c, 1.0, "non_saturating", True, joint_batch=joint, info_view=info_view,
-                       precision=lambda: hardware.autocast(precision, cpu), real_view=real_view,
-                       real_weight=cfg.train.real_consistency,
-                       d_view=d_view(rng, 0.5) if cfg.train.d_augment else None,
-                       seeking=cfg.train.mode_seeking, seeking_cap=cfg.train.mode_seeking_cap)
+            train_step(Nets(g, d), opt, Batch(x, z, c), settings)
             g_ema.update_parameters(g)
     share = hardware.ThreadShare(torch.get_num_threads()) if variant == "default" else None
     start = time.perf_counter()

@@ -10,12 +10,11 @@ fakes (``train.info_augment``).
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
-from .optim import changed_share
 
 # Q's view of a fake under train.info_augment: digits keep their identity under these.
 INFO_AUGMENT = {"max_degrees": 15.0, "max_scale": 0.15, "max_shift_px": 2.0}
@@ -69,26 +68,17 @@ def dilate3(x: torch.Tensor) -> torch.Tensor:
 
 
 def q_view(rng: torch.Generator) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The ``info_view`` of ``step.train_step`` under ``train.info_augment``, drawing from ``rng``."""
+    """The copy of a fake Q reads its code from under ``train.info_augment`` (``plan``), drawing from ``rng``."""
     return lambda images: random_affine(images, rng, **INFO_AUGMENT)
 
 
 def real_q_view(rng: torch.Generator) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The ``real_view`` of ``step.train_step`` under ``train.real_consistency``, drawing from ``rng``."""
+    """The changed copy of a real digit Q learns on under ``train.real_consistency``, drawing from ``rng``."""
     return lambda images: random_stroke_width(random_affine(images, rng, **INFO_AUGMENT), rng, REAL_STROKE_BLEND)
 
 
-def q_views(tcfg, rng: torch.Generator) -> tuple[Optional[Callable], Optional[Callable]]:
-    """(``info_view``, ``real_view``) of ``step.train_step`` as a training config asks for them
-    (``train.info_augment``, ``train.real_consistency``), each None where it is off or where
-    ``train.d_augment`` has Q read D's own changed images instead."""
-    if tcfg.d_augment:
-        return None, None
-    return (q_view(rng) if tcfg.info_augment else None, real_q_view(rng) if tcfg.real_consistency else None)
-
-
 def d_view(rng: torch.Generator, share: float) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The ``d_view`` of ``step.train_step`` under ``train.d_augment``: each image replaced, with
+    """What D judges of a batch under ``train.d_augment`` (``plan``): each image replaced, with
     probability ``share``, by a copy changed as ``real_q_view`` changes real digits."""
     change = real_q_view(rng)
 
@@ -97,11 +87,3 @@ def d_view(rng: torch.Generator, share: float) -> Callable[[torch.Tensor], torch
         return torch.where((draw >= share).view(-1, 1, 1, 1), images, change(images))
 
     return view
-
-
-def d_view_at(tcfg, rng: torch.Generator, step: int, total_steps: int) -> Optional[Callable]:
-    """The ``d_view`` of ``step.train_step`` at iteration ``step`` of ``total_steps`` as a training
-    config asks for it (``train.d_augment``, ``train.d_augment_floor``); None where it is off."""
-    if not tcfg.d_augment:
-        return None
-    return d_view(rng, changed_share(step, total_steps, tcfg.d_augment_floor))

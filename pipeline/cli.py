@@ -130,9 +130,9 @@ def _generate(args) -> int:
             raise UsageError("with --model only --digit is supported (--demo and --raw need --run-id)")
         evaluate.generate_from_model(args.model, args.out, args.digit, n=args.n, seed=args.seed)
         return 0
-    evaluate.generate(args.run_id, args.out, digit=args.digit, n=args.n, demo_grid=args.demo,
-                      raw_styles=args.styles if args.raw else None, seed=args.seed,
-                      vary=vary, styles=args.styles)
+    evaluate.generate(args.run_id, args.out, evaluate.Drawing(
+        digit=args.digit, n=args.n, demo_grid=args.demo, raw_styles=args.styles if args.raw else None,
+        seed=args.seed, vary=vary, styles=args.styles))
     return 0
 
 

@@ -134,6 +134,10 @@ def validate(cfg: DictConfig, sources: Optional[dict] = None) -> None:
     _check_choices(check)
     _check_ranges(check, cfg)
     _check_batches(check, cfg)
+    from . import plan  # the step's exclusion rules live with the step's plan
+
+    for key, why in plan.broken(plan.EXCLUSIONS, plan.values_of(cfg)):
+        check.fail(key, why)
 
 
 class _Checker:
@@ -197,12 +201,6 @@ def _check_ranges(check: _Checker, cfg: DictConfig) -> None:
                    "and joint are its two ends)")
     if not 0.0 <= cfg.train.d_augment_floor <= 1.0:
         check.fail("train.d_augment_floor", "must be in [0, 1] (a probability)")
-    if cfg.train.d_augment and cfg.model.continuous_codes:
-        check.fail("train.d_augment", "must be false with model.continuous_codes (add train.d_augment=false, as "
-                   "configs/paper_latent.yaml does): D's changed copies rotate and scale what those codes encode")
-    if cfg.train.d_augment and cfg.train.real_fake_batch != "separate":
-        check.fail("train.d_augment", f"must be false with train.real_fake_batch={cfg.train.real_fake_batch} "
-                   "(add train.d_augment=false): D judges changed copies only with real and fake normalised apart")
     if not 0.0 <= cfg.train.lr_decay_fraction <= 1.0:
         check.fail("train.lr_decay_fraction", "must be in [0, 1] (a fraction of the run)")
     for key in ("train.lr_d", "train.lr_g", "train.lr_q"):

@@ -5,6 +5,7 @@ step), ``generate`` (images of a chosen digit), and ``promote`` (the registry al
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -135,31 +136,42 @@ def demo(g: models.Generator, classifier, code_of_digit: dict[int, int],
 
 # --- generate ----------------------------------------------------------------------------------
 
-def generate(run_id: str, out: Path, digit: Optional[int] = None, n: int = 64, demo_grid: bool = False,
-             raw_styles: Optional[int] = None, seed: int = 0, vary: Optional[int] = None, styles: int = 10,
-             log: Callable[[str], None] = print) -> Path:
-    """``infogan generate``: images of one digit (through the run's mapping), a traversal of one
-    digit along continuous code ``vary`` (0-based) for ``styles`` noise vectors, a graded demo
-    grid, or the raw [styles, code, 28, 28] array indexed by code value. ``seed`` fixes the
-    noise (and continuous codes, drawn from U(-1, 1) as in training)."""
+@dataclass(frozen=True)
+class Drawing:
+    """What ``infogan generate`` draws: ``n`` images of ``digit`` (through the run's mapping), a
+    traversal of that digit along continuous code ``vary`` (0-based) for ``styles`` noise vectors,
+    a graded demo grid (``demo_grid``), or the raw [raw_styles, code, 28, 28] array indexed by
+    code value. ``seed`` fixes the noise (and continuous codes, drawn from U(-1, 1) as in training)."""
+    digit: Optional[int] = None
+    n: int = 64
+    demo_grid: bool = False
+    raw_styles: Optional[int] = None
+    seed: int = 0
+    vary: Optional[int] = None
+    styles: int = 10
+
+
+def generate(run_id: str, out: Path, drawing: Drawing = Drawing(), log: Callable[[str], None] = print) -> Path:
+    """``infogan generate``: what ``drawing`` says, from run ``run_id``, written to ``out``."""
     trained = runs.load_run(run_id, log)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    digit, n, seed = drawing.digit, drawing.n, drawing.seed
     generator = torch.Generator().manual_seed(seed)
-    if raw_styles is not None:
-        return _raw(trained, out, raw_styles, generator, seed, log)
+    if drawing.raw_styles is not None:
+        return _raw(trained, out, drawing.raw_styles, generator, seed, log)
     mapping = runs.read_mapping(run_id)
     if mapping is None:
         raise UsageError(f"run {run_id} has no code -> digit mapping yet ({names.MAPPING_FILE}); "
                          f"run `infogan evaluate --run-id {run_id}` first (or use --raw)")
-    if demo_grid:
+    if drawing.demo_grid:
         return _demo_grid(trained, mapping, out, seed, log)
     if digit not in mapping.code_of_digit:
         raise UsageError(f"--digit must be one of 0-9 that a code draws; the mapping of run {run_id} "
                          f"covers {sorted(mapping.code_of_digit)}")
     code = mapping.code_of_digit[digit]
-    if vary is not None:
-        return _traversal(trained, out, digit, code, vary, styles, generator, seed, log)
+    if drawing.vary is not None:
+        return _traversal(trained, out, drawing, code, generator, log)
     g = trained.g
     z = torch.randn(n, g.noise_dim, generator=generator)
     c = torch.full((n,), code, dtype=torch.long)
@@ -195,9 +207,9 @@ def _demo_grid(trained: runs.TrainedRun, mapping: metrics.CodeMapping, out: Path
     return out
 
 
-def _traversal(trained: runs.TrainedRun, out: Path, digit: int, code: int, vary: int, styles: int,
-               generator: torch.Generator, seed: int, log) -> Path:
-    g = trained.g
+def _traversal(trained: runs.TrainedRun, out: Path, drawing: Drawing, code: int, generator: torch.Generator,
+               log) -> Path:
+    g, digit, vary, styles, seed = trained.g, drawing.digit, drawing.vary, drawing.styles, drawing.seed
     if not vary < g.continuous_codes:
         raise UsageError(f"--vary c{vary + 1}: run {trained.run_id} has {g.continuous_codes} continuous code(s)"
                          + ("" if g.continuous_codes else "; train with model.continuous_codes=2 "

@@ -23,7 +23,7 @@ import torch
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from . import augment, checkpoint, faults, hardware, latents, measure, models, names, optim, step
+from . import checkpoint, faults, hardware, latents, measure, models, names, optim, plan, step
 from .config import from_yaml, to_yaml
 from .data import as_tensors, prepare
 from .figures import sample_grid, traversal_grid
@@ -114,21 +114,30 @@ class Logged:
                    {key: tracker.image_steps(key) if resumed else set() for key in keys})
 
 
+@dataclass
+class Evaluation:
+    """What runs at an epoch's end: ``measure(g, d)`` (see measure.Evaluator), every
+    ``eval.every_epochs`` epochs, its ``eval/`` metrics logged at the training step with
+    ``perf/train_seconds`` (training time so far, evaluation excluded); then ``then(epoch, step,
+    metrics)`` once that epoch's checkpoint is saved (a sweep reports to its pruner there; an
+    exception it raises ends training with the run resumable)."""
+    measure: Optional[Callable] = None
+    then: Optional[Callable[[int, int, dict], None]] = None
+
+
 def fit(cfg: DictConfig, tracker, ckpt_path: Path, resume: Optional[dict] = None,
         log: Callable[[str], None] = print, arrays: Optional[dict] = None,
-        evaluator: Optional[Callable] = None, on_eval: Optional[Callable[[int, int, dict], None]] = None,
+        evaluation: Optional[Evaluation] = None,
         nets: Optional[tuple[models.Generator, models.Discriminator]] = None) -> FitResult:
     """Train ``cfg`` to the end, logging through ``tracker``; returns the last logged metrics.
 
     ``resume`` is a checkpoint dict to continue from. A checkpoint is written at the end of every
-    epoch and on Ctrl-C/SIGTERM. ``evaluator(g, d)`` (see measure.Evaluator) runs every
-    ``eval.every_epochs`` epochs; its ``eval/`` metrics are logged at the training step, with
-    ``perf/train_seconds`` (training time so far, evaluation excluded). ``on_eval(epoch, step,
-    metrics)`` is called after each evaluation once that epoch's checkpoint is saved (a sweep
-    reports to its pruner there; an exception it raises ends training with the run resumable).
+    epoch and on Ctrl-C/SIGTERM. ``evaluation`` says what is measured at an epoch's end.
     ``nets`` replaces the networks ``model`` describes (tests train toy ones).
     """
-    loop = Loop(cfg, tracker, ckpt_path, resume, log, arrays, evaluator, nets)
+    evaluation = evaluation or Evaluation()
+    on_eval = evaluation.then
+    loop = Loop(cfg, tracker, ckpt_path, resume, log, arrays, evaluation.measure, nets)
     with sigterm_stops() as stop_requested:
         try:
             while loop.state.epoch < cfg.train.epochs:
@@ -168,15 +177,16 @@ class Loop:
         tracker.set_tags({names.PRECISION: self.precision, names.DEVICE: self.device.type})
         if resume is None:
             tracker.log_params({"precision_used": self.precision, "device_used": self.device.type})
-        self.info_view, self.real_view = augment.q_views(tcfg, self.state.rng)
         if arrays is None:
             arrays, _ = prepare(cfg.data, log=log)
         self.train_x = as_tensors(arrays, self.device, cfg.data.train_subset)["train_x"]
         n = self.train_x.shape[0]
         per_epoch = n // tcfg.batch_size
         self.steps_per_epoch = per_epoch if tcfg.steps_per_epoch is None else min(tcfg.steps_per_epoch, per_epoch)
-        self.total_steps = tcfg.epochs * self.steps_per_epoch
-        self.decay_steps = optim.decay_steps_of(tcfg, self.total_steps)
+        self.plan = plan.Plan.of(cfg, self.steps_per_epoch)
+        self.total_steps, self.decay_steps = self.plan.total_steps, self.plan.decay_steps
+        for line in plan.unused_keys(cfg):
+            log(line)
         if resume is not None:
             self._resume(resume)
         self.logged = Logged.read(tracker, resume is not None, cfg.model.continuous_codes)
@@ -193,7 +203,7 @@ class Loop:
         rng = torch.Generator(device=device).manual_seed(cfg.seed + 1)
         noise = latents.fixed_noise(N_STYLES, cfg.model.noise_dim, cfg.seed).to(device)
         g_ema = optim.averaged(g, cfg.train.ema_decay) if cfg.train.ema_decay else None
-        return TrainState(g, d, opt, g_ema, rng, noise, step.Accumulator(step.step_metrics(cfg)),
+        return TrainState(g, d, opt, g_ema, rng, noise, step.Accumulator(plan.step_metrics(cfg)),
                           to_yaml(cfg), self.tracker.run_id)
 
     def _resume(self, resume: dict) -> None:
@@ -224,20 +234,9 @@ class Loop:
         bsz = tcfg.batch_size
         x = self.train_x[s.perm[s.it * bsz:(s.it + 1) * bsz]].float().div_(255.0)
         z, c = latents.sample(bsz, mcfg.noise_dim, mcfg.code_dim, s.rng, device)
-        c, seeking = step.seeking_codes(tcfg, c, s.step, self.steps_per_epoch)
         u = latents.continuous(bsz, mcfg.continuous_codes, s.rng, device)
-        if self.decay_steps:
-            optim.set_lr_scale(s.opt, tcfg, optim.lr_scale(s.step, self.total_steps, self.decay_steps))
-        d_input = optim.noisy(optim.instance_noise_std(s.step, self.total_steps, tcfg.instance_noise), s.rng)
-        d_view = augment.d_view_at(tcfg, s.rng, s.step, self.total_steps)
-        stats = step.train_step(s.g, s.d, s.opt, x, z, c, tcfg.code_weight, tcfg.g_loss,
-                                tcfg.info_trains_d_trunk, step.joint_share(tcfg), self.info_view,
-                                lambda: hardware.autocast(self.precision, device), d_input,
-                                u, tcfg.continuous_weight, seeking, tcfg.mode_seeking_cap, self.real_view,
-                                tcfg.real_consistency, d_view)
-        if tcfg.mode_seeking and not seeking:  # its curve reads 0 until the term starts
-            stats[names.MODE_SEEKING] = torch.zeros((), device=device)
-        s.acc.add(stats)
+        settings = self.plan.settings(s.step, s.rng, lambda: hardware.autocast(self.precision, device))
+        s.acc.add(step.train_step(step.Nets(s.g, s.d), s.opt, step.Batch(x, z, c, u), settings))
         if s.g_ema is not None:
             s.g_ema.update_parameters(s.g)
         s.step += 1

@@ -147,19 +147,30 @@ def demo_inputs(n_demos: int, noise_dim: int, code_of_digit: dict[int, int], gen
     return noise.reshape(-1, noise_dim).to(device), c.reshape(-1).to(device)
 
 
+@dataclass(frozen=True)
+class Budget:
+    """How much a measurement looks at: ``samples_per_code`` samples of every code value for the
+    mapping, ``demos`` graded demos, ``fld_samples`` images per side of the FLD (0 = none), Q on
+    the first ``q_test_images`` real test digits (None: all)."""
+    samples_per_code: int = 1000
+    demos: int = 100
+    fld_samples: int = 0
+    q_test_images: Optional[int] = None
+
+
 def measure(g: Generator, d: Optional[Discriminator], classifier: Classifier, tensors: dict,
-            samples_per_code: int = 1000, n_demos: int = 100, fld_samples: int = 0,
-            seed: int = 0, reference: Optional[RealReference] = None,
-            q_test_images: Optional[int] = None, real_spread: Optional[float] = None) -> Measurement:
+            budget: Budget = Budget(), seed: int = 0, reference: Optional[RealReference] = None,
+            real_spread: Optional[float] = None) -> Measurement:
     """Everything the evaluate stage reports about a generator (and Q when ``d`` is given).
 
-    ``tensors`` are the MNIST tensors (test_x/test_y used). The mapping comes from
-    ``samples_per_code`` samples of every code value; demos use fresh noise through the mapping;
-    FLD compares ``fld_samples`` generated images with as many real test images
-    (``reference`` may pass them precomputed; see RealReference for the floor); Q is graded on
-    the first ``q_test_images`` test images (None: all); ``real_spread`` is
-    ``real_style_spread(tensors)``, passed when it was computed once for many calls.
+    ``tensors`` are the MNIST tensors (test_x/test_y used). The mapping comes from the budget's
+    samples of every code value; demos use fresh noise through the mapping; FLD compares
+    generated images with as many real test images (``reference`` may pass them precomputed;
+    see RealReference for the floor); ``real_spread`` is ``real_style_spread(tensors)``, passed
+    when it was computed once for many calls.
     """
+    samples_per_code, n_demos, fld_samples, q_test_images = (budget.samples_per_code, budget.demos,
+                                                              budget.fld_samples, budget.q_test_images)
     device = next(g.parameters()).device
     generator = torch.Generator().manual_seed(seed)
     code_dim = g.code_dim
@@ -220,11 +231,10 @@ class Evaluator:
     def __call__(self, g: Generator, d: Discriminator, full: bool = False,
                  seed: Optional[int] = None) -> Measurement:
         e = self.cfg.eval
-        return measure(g, d, self.classifier, self.tensors,
-                       samples_per_code=e.samples_per_code if full else e.train_samples_per_code,
-                       n_demos=e.demos, fld_samples=e.fld_samples,
-                       seed=self.cfg.seed + 7 if seed is None else seed,
-                       reference=self.reference, q_test_images=e.q_test_images, real_spread=self.real_spread)
+        budget = Budget(e.samples_per_code if full else e.train_samples_per_code, e.demos, e.fld_samples,
+                        e.q_test_images)
+        return measure(g, d, self.classifier, self.tensors, budget, seed=self.cfg.seed + 7 if seed is None else seed,
+                       reference=self.reference, real_spread=self.real_spread)
 
 
 def evaluation_line(epoch: int, measured: dict[str, float], continuous_codes: int) -> str:

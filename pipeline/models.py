@@ -147,6 +147,12 @@ ARCHITECTURES: dict[str, tuple[Callable[..., nn.Sequential], Callable[..., DPart
 }
 
 
+def d_has_batch_norm(arch: str) -> bool:
+    """Whether ``arch``'s D normalises a batch (one image's features then depend on the rest)."""
+    with torch.device("meta"):  # no memory, and no draw from the random generators
+        return _architecture(arch)[1](q_hidden=2, q_out=2, literal=False).batch_norm
+
+
 def _architecture(arch: str):
     if arch not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {arch!r}; known: {', '.join(ARCHITECTURES)}")

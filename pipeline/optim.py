@@ -62,8 +62,9 @@ def decay_steps_of(tcfg, total_steps: int) -> int:
     return round(tcfg.lr_decay_fraction * total_steps)
 
 
-def set_lr_scale(opt: Optimisers, tcfg, scale: float) -> None:
-    for optimiser, base in ((opt.d, tcfg.lr_d), (opt.q, tcfg.lr_q), (opt.g, tcfg.lr_g)):
+def set_lr_scale(opt: Optimisers, rates: tuple[float, float, float], scale: float) -> None:
+    """Every learning rate at ``scale`` times its base rate (``rates``: D's, Q's, G's)."""
+    for optimiser, base in zip((opt.d, opt.q, opt.g), rates):
         for group in optimiser.param_groups:
             group["lr"] = base * scale
 

@@ -76,8 +76,9 @@ class TrainConfig:
     # probability that falls linearly from 1 at the first step to d_augment_floor 80% into the
     # run (at the default floor) and stays there. Q's info term and its term on real digits read
     # D's passes on those images instead of two passes of their own, and G is trained against D
-    # and Q on changed fakes; info_augment then has no effect. The step does the work of a
-    # textbook step. Needs real_fake_batch=separate and no continuous codes.
+    # and Q on changed fakes; info_augment then does nothing. Continuous codes are still read from
+    # the plain fakes (one more trunk pass). The step does the work of a textbook step. Needs
+    # real_fake_batch=separate. Every such rule: pipeline/plan.py.
     d_augment: bool = True
     d_augment_floor: float = 0.2
     # Instance noise: Gaussian noise of this standard deviation (images are in [0, 1]) is added to

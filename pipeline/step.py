@@ -1,11 +1,12 @@
-"""One InfoGAN iteration, and the running means of the step's scalars between two logging
-points (the optimisers and the schedules: ``optim``; Q's and D's views of images: ``augment``).
-Nothing here logs or knows runs.
+"""One InfoGAN iteration, ``train_step(nets, optimisers, batch, settings)``, and the running
+means of the step's scalars between two logging points. What the step does (which images D and
+Q see, the weights, the schedules) comes from ``plan.Settings``; the views of images are in
+``augment``, the optimisers in ``optim``. Nothing here logs or knows runs.
 
 One fake batch serves both halves of a step: G runs once, the D step reads it detached, the G
 step backpropagates through the updated D into G without computing D's weight gradients.
 
-- ``joint_batch`` only matters when D has batch norm: the share of D's and G's adversarial losses
+- ``joint`` only matters when D has batch norm: the share of D's and G's adversarial losses
   computed on real and fake as one batch. 0, separate (the default, as in the InfoGAN code): real
   and fake batches are normalised each with their own statistics, so D judges a batch of fakes
   against a batch of reals and a batch of near-copies stands out. 1, joint: one batch of both, so
@@ -13,56 +14,62 @@ step backpropagates through the updated D into G without computing D's weight gr
   features right before the D head and, normalised separately, a batch of fakes looks to that head
   like a batch of reals whatever their brightness and contrast. Between (``train.real_fake_batch
   =both``): the losses of the two views, weighted; Q reads the joint one.
-- ``info_view`` (``train.info_augment``): in the D step Q learns to read the code from
-  ``info_view(fake)``, a randomly rotated, scaled and shifted copy, so Q relies on what survives
-  such changes (the digit's identity), not on slant, size or position. The G step is unchanged:
-  G makes its codes recognisable to that Q. Costs one more trunk pass in the D step.
-- ``real_view``, ``real_weight`` (``train.real_consistency``): in the D step Q also learns to give
-  ``real_view(x)``, each real digit moved and thickened or thinned, the code it confidently gives
-  the plain digit (``losses.pseudo_label_loss``; no labels), so G cannot keep two codes apart by
-  stroke width or slant alone. Costs one more trunk pass in the D step.
+- ``d_view`` (``train.d_augment``): D judges ``d_view(x)`` and ``d_view(fake)``, each image
+  replaced by a changed copy with a probability that falls over the run (DiffAugment's idea). Q's
+  info term reads the changed fakes and its term on real digits the changed reals from those two
+  passes: the D step does a textbook D step's work plus one forward pass without gradients for
+  the plain reals' codes. The G step reads D and Q on fakes changed the same way.
+- ``info_view`` (``train.info_augment`` without ``d_view``): Q learns to read the code from a
+  randomly rotated, scaled and shifted copy of each fake, so Q relies on what survives such
+  changes (the digit's identity), not on slant, size or position; one more trunk pass in the D
+  step. G makes its codes recognisable to that Q.
+- ``real_weight`` (``train.real_consistency``): Q also learns to give a changed copy of each real
+  digit (moved and thickened or thinned) the code it confidently gives the plain digit
+  (``losses.pseudo_label_loss``; no labels), so G cannot keep two codes apart by stroke width or
+  slant alone. Without ``d_view`` the changed copy costs one more trunk pass.
 - ``d_input`` (``train.instance_noise``): what D sees of every image, real and fake, in both
   steps: the images with fresh Gaussian noise added, so D cannot win on pixel detail that G cannot
   draw yet. The G step reads D on the same noisy fake it was trained against.
 - ``u`` (``model.continuous_codes``): the continuous codes G draws from. Q's means for them add
-  ``continuous_weight`` times their info term to the categorical one, in both steps. Q learns them
-  from the plain fake, never from ``info_view``: rotating and scaling a digit is exactly what they
-  are meant to encode.
+  ``continuous_weight`` times their info term to the categorical one, in both steps. Q reads them
+  from the plain fake, never from a moved or changed copy (one more trunk pass in each step
+  under ``d_view``): rotating and scaling a digit is exactly what they are meant to encode.
 - ``seeking`` (``train.mode_seeking``): the weight of G's reward for drawing different images from
-  different z under one code, computed on the pairs (i, i + n/2) of the batch, which the caller
-  gives the same code (``pair_codes``); 0 = off. Capped at ``seeking_cap`` per pair, so G gains
+  different z under one code, computed on the pairs (i, i + n/2) of the batch, which the step
+  gives the same code (``pair_codes``); 0 = off. Capped at ``mode_seeking_cap`` per pair, so G gains
   nothing by drawing noise once its images differ enough.
-- ``d_view`` (``train.d_augment``): D judges ``d_view(x)`` and ``d_view(fake)``, each image
-  replaced by a changed copy with a probability that falls over the run (DiffAugment's idea). Q's
-  info term reads the changed fakes and its term on real digits the changed reals from those two
-  passes, instead of adding a pass each (``info_view`` and ``real_view`` are then unused): the D
-  step does a textbook D step's work plus one forward pass without gradients for the plain reals'
-  codes. The G step reads D and Q on fakes changed the same way. Needs ``joint_batch`` 0 and no
-  continuous codes (those encode the very slant and size the changes alter).
 - ``precision()`` is the context the forward passes run in (``hardware.autocast``: bf16 autocast,
   or nothing); the losses are computed in fp32 from the logits either way.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, ContextManager, Iterator, Optional
+from typing import Iterator, NamedTuple, Optional
 
 import torch
 
-from . import latents, losses, models, names
+from . import latents, losses, models, names, optim
 from .optim import Optimisers
+from .plan import Settings
 
 # Real digits whose code Q gives with at least this probability teach Q their changed copies.
 REAL_CONFIDENCE = 0.8
-Images = Callable[[torch.Tensor], torch.Tensor]
 
 
-def joint_share(tcfg) -> float:
-    """``train_step``'s ``joint_batch`` for ``train.real_fake_batch`` (and ``train.joint_weight``)."""
-    return {"separate": 0.0, "joint": 1.0}.get(tcfg.real_fake_batch, tcfg.joint_weight)
+class Nets(NamedTuple):
+    g: models.Generator
+    d: models.Discriminator
+
+
+@dataclass
+class Batch:
+    """What the loop draws for one step: real images and the latents G draws from."""
+    x: torch.Tensor
+    z: torch.Tensor
+    c: torch.Tensor
+    u: Optional[torch.Tensor] = None
 
 
 @contextmanager
@@ -81,15 +88,6 @@ def pair_codes(c: torch.Tensor) -> torch.Tensor:
     return torch.cat([c[:half], c[:half], c[2 * half:]])
 
 
-def seeking_codes(tcfg, c: torch.Tensor, step: int, steps_per_epoch: int) -> tuple[torch.Tensor, float]:
-    """(codes, weight) of the mode-seeking term at iteration ``step``: from
-    ``train.mode_seeking_after_epochs`` on, weight ``train.mode_seeking`` and the codes paired
-    (``pair_codes``); before that, or with the term off, ``c`` as drawn and 0."""
-    if not tcfg.mode_seeking or step < round(tcfg.mode_seeking_after_epochs * steps_per_epoch):
-        return c, 0.0
-    return pair_codes(c), float(tcfg.mode_seeking)
-
-
 def mode_seeking_reward(fake: torch.Tensor, z: torch.Tensor, cap: float) -> torch.Tensor:
     """Mean over the pairs (i, i + n/2) of min(|G_i - G_j| / |z_i - z_j|, cap), each distance a mean
     absolute difference: how far G's images move per unit of z, where the pairs share a code."""
@@ -100,15 +98,16 @@ def mode_seeking_reward(fake: torch.Tensor, z: torch.Tensor, cap: float) -> torc
 
 
 @dataclass
-class Batch:
-    """What one step trains on: real images, the fake made from (z, c, u), the latents."""
+class Shown:
+    """What D is shown in one step: the reals and G's fakes as D sees them (after ``d_input``),
+    the latents, and G's images as drawn."""
     x: torch.Tensor
     fake: torch.Tensor
     c: torch.Tensor
     u: Optional[torch.Tensor]
     joint: float  # share of the adversarial losses on real and fake through D's batch norm as one batch
-    z: Optional[torch.Tensor] = None
-    plain_fake: Optional[torch.Tensor] = None  # G's images before D's instance noise
+    z: torch.Tensor
+    plain_fake: torch.Tensor  # G's images before D's instance noise
 
     def features(self, d: models.Discriminator, images: torch.Tensor) -> torch.Tensor:
         """D's trunk on [real; images] when any loss is joint, else on images alone; returns the
@@ -137,100 +136,50 @@ class Batch:
         return out
 
 
-def train_step(g: models.Generator, d: models.Discriminator, opt: Optimisers, x: torch.Tensor,
-               z: torch.Tensor, c: torch.Tensor, code_weight: float, g_loss_kind: str,
-               info_trains_d_trunk: bool, joint_batch: float = 0.0, info_view: Optional[Images] = None,
-               precision: Callable[[], ContextManager] = contextlib.nullcontext,
-               d_input: Optional[Images] = None, u: Optional[torch.Tensor] = None,
-               continuous_weight: float = 1.0, seeking: float = 0.0,
-               seeking_cap: float = 0.2, real_view: Optional[Images] = None,
-               real_weight: float = 0.0, d_view: Optional[Images] = None) -> dict[str, torch.Tensor]:
-    """One InfoGAN iteration on real batch ``x`` with latents (z, c[, u]): the D step, then the G
-    step (see the module's docstring for the options). Returns detached scalars, never logs."""
-    with precision():
-        plain = g(z, latents.one_hot(c, g.code_dim), u)
-    x, fake = (x, plain) if d_input is None else (d_input(x), d_input(plain))
-    batch = Batch(x, fake, c, u, float(joint_batch) if d.batch_norm else 0.0, z, plain)
-    if d_view is None:
-        stats = d_step(d, opt, batch, code_weight, continuous_weight, info_trains_d_trunk, info_view, precision,
-                       real_view, real_weight)
-    else:
-        stats = shared_view_d_step(d, opt, batch, code_weight, info_trains_d_trunk, d_view, precision, real_weight)
-        with precision():
-            batch = dataclasses.replace(batch, fake=d_view(batch.fake))
-    stats.update(g_step(g, d, opt, batch, code_weight, continuous_weight, g_loss_kind, precision,
-                        seeking, seeking_cap))
-    return {key: stats[key] for key in (*names.STEP_METRICS, names.LOSS_INFO_CONT, names.LOSS_INFO_REAL,
-                                        names.MODE_SEEKING)
-            if key in stats}
+def train_step(nets: Nets, opt: Optimisers, batch: Batch, settings: Settings) -> dict[str, torch.Tensor]:
+    """One InfoGAN iteration on ``batch``: the D step, then the G step, as ``settings`` say (see
+    the module's docstring). Returns the plan's scalars, detached; never logs."""
+    g, d = nets
+    plan = settings.plan
+    if settings.lr_scale is not None:
+        optim.set_lr_scale(opt, plan.rates, settings.lr_scale)
+    c = pair_codes(batch.c) if settings.seeking else batch.c
+    with settings.precision():
+        plain = g(batch.z, latents.one_hot(c, g.code_dim), batch.u)
+    x, fake = (batch.x, plain) if settings.d_input is None else (settings.d_input(batch.x), settings.d_input(plain))
+    shown = Shown(x, fake, c, batch.u, plan.joint if d.batch_norm else 0.0, batch.z, plain)
+    stats = d_step(d, opt, shown, settings)
+    stats.update(g_step(g, d, opt, shown, settings))
+    if plan.mode_seeking and not settings.seeking:  # its curve reads 0 until the term starts
+        stats[names.MODE_SEEKING] = torch.zeros((), device=fake.device)
+    return {key: stats[key] for key in plan.metrics}
 
 
-def d_step(d: models.Discriminator, opt: Optimisers, batch: Batch, code_weight: float, continuous_weight: float,
-           info_trains_d_trunk: bool, info_view: Optional[Images], precision: Callable[[], ContextManager],
-           real_view: Optional[Images] = None, real_weight: float = 0.0) -> dict[str, torch.Tensor]:
-    """D: real -> 1, fake -> 0; Q learns to read c back from the fake (openai/InfoGAN puts the info
-    term in D's objective; ``info_trains_d_trunk`` decides whether it may shape D's trunk too) and,
-    with ``real_weight`` > 0, to give changed real digits the codes it gives the plain ones."""
-    fake, c, u = batch.fake.detach(), batch.c, batch.u
-    with precision():
-        views = batch.views(d, fake, real=True)
+def d_step(d: models.Discriminator, opt: Optimisers, shown: Shown, s: Settings) -> dict[str, torch.Tensor]:
+    """D: real -> 1, fake -> 0, on ``d_view``'s changed copies where the plan has them; Q learns to
+    read c back from the fakes (openai/InfoGAN puts the info term in D's objective;
+    ``info_trains_d_trunk`` decides whether it may shape D's trunk too) and, with ``real_weight`` >
+    0, to give changed real digits the codes it gives the plain ones."""
+    plan, fake = s.plan, shown.fake.detach()
+    if s.d_view is not None and shown.joint:
+        raise ValueError("d_view needs real and fake normalised apart (joint 0)")
+    with s.precision():
+        judged = shown if s.d_view is None else dataclasses.replace(shown, x=s.d_view(shown.x))
+        judged_fake = fake if s.d_view is None else s.d_view(fake)
+        views = judged.views(d, judged_fake, real=True)
         _, d_real, d_fake, h_fake, h_real = views[0]
-        h_plain = h_fake if info_trains_d_trunk else h_fake.detach()
-        h_view = h_plain
-        if info_view is not None:
-            h_view = batch.features(d, info_view(fake))
-            h_view = h_view if info_trains_d_trunk else h_view.detach()
-        q_logits, q_means = d.read_codes(h_view)
-        if u is not None and info_view is not None:
-            q_means = d.read_codes(h_plain)[1]
-        if real_weight > 0:  # Q's codes for the plain reals (the targets) and for changed copies
-            plain_logits = d.read_codes(h_real.detach())[0]
-            h_changed = batch.features(d, real_view(batch.x))
-            changed_logits = d.read_codes(h_changed if info_trains_d_trunk else h_changed.detach())[0]
+        q_logits, q_means = fake_codes(d, shown, fake, h_fake, s)
+        if plan.real_weight:
+            changed_logits, plain_logits = real_codes(d, shown, h_real, s)
     loss_d = sum(weight * losses.d_loss(on_real, on_fake) for weight, on_real, on_fake, *_ in views)
-    info_d = losses.info_loss(q_logits.float(), c)
-    if u is not None:
-        info_d = info_d + continuous_weight * losses.info_loss_continuous(q_means.float(), u)
-    total = loss_d + code_weight * info_d
+    info_d = losses.info_loss(q_logits.float(), shown.c)
+    if shown.u is not None:
+        info_d = info_d + plan.continuous_weight * losses.info_loss_continuous(q_means.float(), shown.u)
+    total = loss_d + plan.code_weight * info_d
     stats = {}
-    if real_weight > 0:
+    if plan.real_weight:
         stats[names.LOSS_INFO_REAL] = losses.pseudo_label_loss(changed_logits, plain_logits, REAL_CONFIDENCE)
-        total = total + real_weight * stats[names.LOSS_INFO_REAL]
-    return update_d(opt, total, stats, loss_d, d_real, d_fake)
-
-
-def shared_view_d_step(d: models.Discriminator, opt: Optimisers, batch: Batch, code_weight: float,
-                       info_trains_d_trunk: bool, d_view: Images, precision: Callable[[], ContextManager],
-                       real_weight: float = 0.0) -> dict[str, torch.Tensor]:
-    """D under ``train.d_augment``: real -> 1 and fake -> 0 on ``d_view`` of each batch; Q reads c
-    back from the changed fakes and, with ``real_weight`` > 0, gives the changed reals the codes it
-    gives the plain ones, all from the same two passes of D's trunk."""
-    if batch.joint or batch.u is not None:
-        raise ValueError("d_view needs real and fake normalised apart (joint_batch 0) and no continuous codes")
-    fake, c, x = batch.fake.detach(), batch.c, batch.x
-    with precision():
-        h_real, h_fake = d.trunk(d_view(x)), d.trunk(d_view(fake))
-        d_real, d_fake = d.head(h_real).squeeze(1).float(), d.head(h_fake).squeeze(1).float()
-        if not info_trains_d_trunk:
-            h_real, h_fake = h_real.detach(), h_fake.detach()
-        q_logits = d.read_codes(h_fake)[0]
-        if real_weight > 0:
-            changed_logits = d.read_codes(h_real)[0]
-            with torch.no_grad():
-                plain_logits = d.read_codes(d.trunk(x))[0]
-    loss_d = losses.d_loss(d_real, d_fake)
-    total = loss_d + code_weight * losses.info_loss(q_logits.float(), c)
-    stats = {}
-    if real_weight > 0:
-        stats[names.LOSS_INFO_REAL] = losses.pseudo_label_loss(changed_logits, plain_logits, REAL_CONFIDENCE)
-        total = total + real_weight * stats[names.LOSS_INFO_REAL]
-    return update_d(opt, total, stats, loss_d, d_real, d_fake)
-
-
-def update_d(opt: Optimisers, total: torch.Tensor, stats: dict, loss_d: torch.Tensor, d_real: torch.Tensor,
-             d_fake: torch.Tensor) -> dict[str, torch.Tensor]:
-    """One update of D and Q on ``total``; returns ``stats`` with D's loss and mean probabilities
-    added, detached."""
+        total = total + plan.real_weight * stats[names.LOSS_INFO_REAL]
     opt.d.zero_grad(set_to_none=True)
     opt.q.zero_grad(set_to_none=True)
     total.backward()
@@ -241,26 +190,64 @@ def update_d(opt: Optimisers, total: torch.Tensor, stats: dict, loss_d: torch.Te
     return {key: value.detach() for key, value in stats.items()}
 
 
-def g_step(g: models.Generator, d: models.Discriminator, opt: Optimisers, batch: Batch, code_weight: float,
-           continuous_weight: float, g_loss_kind: str, precision: Callable[[], ContextManager],
-           seeking: float = 0.0, seeking_cap: float = 0.2) -> dict[str, torch.Tensor]:
+def trained(h: torch.Tensor, s: Settings) -> torch.Tensor:
+    """Features ``h`` as Q's terms read them in the D step: detached unless they may shape D's trunk."""
+    return h if s.plan.info_trains_d_trunk else h.detach()
+
+
+def fake_codes(d: models.Discriminator, shown: Shown, fake: torch.Tensor, h_fake: torch.Tensor,
+               s: Settings) -> tuple[torch.Tensor, torch.Tensor]:
+    """Q's code logits for the fakes, from where the plan has Q read them (``h_fake``, the features
+    of the fakes D judged, or a moved copy's), and its continuous means, from the plain fakes."""
+    if s.info_view is not None:
+        logits, means = d.read_codes(trained(shown.features(d, s.info_view(fake)), s))
+    else:
+        logits, means = d.read_codes(trained(h_fake, s))
+    if shown.u is not None and s.info_view is not None:
+        means = d.read_codes(trained(h_fake, s))[1]
+    elif shown.u is not None and s.d_view is not None:
+        means = d.read_codes(trained(d.trunk(fake), s))[1]
+    return logits, means
+
+
+def real_codes(d: models.Discriminator, shown: Shown, h_real: torch.Tensor,
+               s: Settings) -> tuple[torch.Tensor, torch.Tensor]:
+    """Q's code logits for changed copies of the real digits and for the plain ones (the targets):
+    under ``d_view`` the changed reals D just judged (``h_real``) and a pass without gradients for
+    the plain ones; otherwise the plain reals D judged and a changed copy of Q's own."""
+    if s.d_view is not None:
+        changed = d.read_codes(trained(h_real, s))[0]
+        with torch.no_grad():
+            plain = d.read_codes(d.trunk(shown.x))[0]
+        return changed, plain
+    plain = d.read_codes(h_real.detach())[0]
+    changed = d.read_codes(trained(shown.features(d, s.real_view(shown.x)), s))[0]
+    return changed, plain
+
+
+def g_step(g: models.Generator, d: models.Discriminator, opt: Optimisers, shown: Shown,
+           s: Settings) -> dict[str, torch.Tensor]:
     """G: fool the updated D, and make c recoverable by Q; D and Q stay fixed here. With
     ``seeking`` > 0, G is also rewarded for images that differ where z does (``mode_seeking_reward``)."""
+    plan = s.plan
     with frozen(d):
-        with precision():
-            views = batch.views(d, batch.fake, real=False)
+        with s.precision():
+            fake = shown.fake if s.d_view is None else s.d_view(shown.fake)
+            views = shown.views(d, fake, real=False)
             _, _, d_fake_after, h, _ = views[0]
             q_logits, q_means = d.read_codes(h)
-        loss_g = sum(weight * losses.g_loss(on_fake, g_loss_kind) for weight, _, on_fake, *_ in views)
-        loss_info = losses.info_loss(q_logits.float(), batch.c)
+            if shown.u is not None and s.d_view is not None:  # the continuous codes from the plain fake
+                q_means = d.read_codes(d.trunk(shown.fake))[1]
+        loss_g = sum(weight * losses.g_loss(on_fake, plan.g_loss) for weight, _, on_fake, *_ in views)
+        loss_info = losses.info_loss(q_logits.float(), shown.c)
         info_g = loss_info
-        if batch.u is not None:
-            loss_info_cont = losses.info_loss_continuous(q_means.float(), batch.u)
-            info_g = loss_info + continuous_weight * loss_info_cont
-        total = loss_g + code_weight * info_g
-        if seeking > 0:
-            reward = mode_seeking_reward(batch.plain_fake.float(), batch.z, seeking_cap)
-            total = total - seeking * reward
+        if shown.u is not None:
+            loss_info_cont = losses.info_loss_continuous(q_means.float(), shown.u)
+            info_g = loss_info + plan.continuous_weight * loss_info_cont
+        total = loss_g + plan.code_weight * info_g
+        if s.seeking > 0:
+            reward = mode_seeking_reward(shown.plain_fake.float(), shown.z, plan.mode_seeking_cap)
+            total = total - s.seeking * reward
         opt.g.zero_grad(set_to_none=True)
         total.backward()
         # How much G is told to change: where the saturating loss's gradient vanishes, this shows it.
@@ -269,18 +256,11 @@ def g_step(g: models.Generator, d: models.Discriminator, opt: Optimisers, batch:
     stats = {names.LOSS_G: loss_g.detach(), names.LOSS_INFO: loss_info.detach(),
              names.PROB_D_FAKE_AFTER_G: torch.sigmoid(d_fake_after.detach()).mean(),
              names.GRAD_G_NORM: g_norm.detach()}
-    if batch.u is not None:
+    if shown.u is not None:
         stats[names.LOSS_INFO_CONT] = loss_info_cont.detach()
-    if seeking > 0:
+    if s.seeking > 0:
         stats[names.MODE_SEEKING] = reward.detach()
     return stats
-
-
-def step_metrics(cfg) -> tuple[str, ...]:
-    """The names of the scalars a training step logs under this config, in logging order."""
-    return (names.STEP_METRICS + ((names.LOSS_INFO_CONT,) if cfg.model.continuous_codes else ())
-            + ((names.LOSS_INFO_REAL,) if cfg.train.real_consistency else ())
-            + ((names.MODE_SEEKING,) if cfg.train.mode_seeking else ()))
 
 
 class Accumulator:

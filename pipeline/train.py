@@ -7,6 +7,7 @@ import os
 import shutil
 import socket
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -23,19 +24,28 @@ from .loop import Interrupted, NonFiniteLoss  # noqa: F401  (what callers of the
 from .runs import checkpoint_path
 
 
+@dataclass
+class Child:
+    """How a run started by a sweep or a seed check joins it: ``parent_run_id`` (the run is its
+    child), extra ``tags``, ``on_start(run_id)`` (called once the run exists) and ``on_eval``
+    (see :func:`loop.fit`)."""
+    parent_run_id: str
+    tags: Optional[dict] = None
+    on_eval: Optional[Callable[[int, int, dict], None]] = None
+    on_start: Optional[Callable[[str], None]] = None
+
+
 def stage(cfg: DictConfig, resume: Optional[str] = None, epochs: Optional[int] = None,
           auto_resume: bool = True, nested: bool = False, log: Callable[[str], None] = print,
-          parent_run_id: Optional[str] = None, tags: Optional[dict] = None,
-          on_eval: Optional[Callable[[int, int, dict], None]] = None,
-          on_start: Optional[Callable[[str], None]] = None) -> str:
+          child: Optional[Child] = None) -> str:
     """Train ``cfg`` inside an MLflow run; returns the run id.
 
     ``resume`` continues that run from its last checkpoint with the config stored in it
     (``epochs``, when given, extends or shortens the schedule). Without it, an interrupted run of
-    the same config is resumed when ``auto_resume`` is on. A sweep trial passes
-    ``parent_run_id`` (the run is a child of the sweep's run), extra ``tags``, ``on_start(run_id)``
-    (called once the run exists) and ``on_eval`` (see :func:`loop.fit`).
+    the same config is resumed when ``auto_resume`` is on. A sweep trial or a seed check passes
+    ``child``.
     """
+    child = child or Child(parent_run_id=None)
     tracking.configure()
     # Under `mlflow run` the run is already chosen (MLFLOW_RUN_ID): never swap in another one.
     if resume is None and auto_resume and not os.environ.get("MLFLOW_RUN_ID"):
@@ -53,13 +63,13 @@ def stage(cfg: DictConfig, resume: Optional[str] = None, epochs: Optional[int] =
     evaluator = _evaluator(cfg, arrays, info.sha256, log) if cfg.eval.every_epochs else None
     name = None if resume is not None else cfg.tracking.run_name or f"train {cfg.model.arch} s{cfg.seed}"
     with tracking.start_run(cfg.tracking.experiment, name, run_id=resume, nested=nested,
-                            parent_run_id=parent_run_id, system_metrics=cfg.tracking.system_metrics) as active:
+                            parent_run_id=child.parent_run_id, system_metrics=cfg.tracking.system_metrics) as active:
         run_id = active.info.run_id
         tracker = tracking.MlflowTracker(run_id)
-        if tags:
-            tracker.set_tags(tags)
-        if on_start is not None:
-            on_start(run_id)
+        if child.tags:
+            tracker.set_tags(child.tags)
+        if child.on_start is not None:
+            child.on_start(run_id)
         lock = checkpoint.RunLock(checkpoint_path(cfg, run_id).parent)
         if not lock.acquire():
             raise RuntimeError(f"run {run_id} is being trained by another process")
@@ -69,7 +79,7 @@ def stage(cfg: DictConfig, resume: Optional[str] = None, epochs: Optional[int] =
                 _log_inputs(tracker, cfg, arrays, info)
             try:
                 result = loop.fit(cfg, tracker, checkpoint_path(cfg, run_id), resume=state, log=log,
-                                  arrays=arrays, evaluator=evaluator, on_eval=on_eval)
+                                  arrays=arrays, evaluation=loop.Evaluation(evaluator, child.on_eval))
             except NonFiniteLoss:
                 tracker.set_tags({names.STOP_REASON: "non_finite"})
                 raise

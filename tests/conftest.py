@@ -147,24 +147,46 @@ def same(a, b) -> bool:
     return all(torch.equal(x, y) for x, y in zip(a, b))
 
 
+def step_settings(cfg, rng=None, **fields):
+    """``plan.Settings`` of step 0 as ``cfg`` trains, with ``fields`` of the plan or of the step's
+    settings replaced (the plan's metrics follow its real-digit and mode-seeking weights)."""
+    import dataclasses
+
+    from pipeline import names
+    from pipeline.plan import Plan
+
+    plan = Plan.of(cfg, 100)
+    plan_fields = {key: fields.pop(key) for key in list(fields) if key in Plan.__dataclass_fields__}
+    plan = dataclasses.replace(plan, **plan_fields)
+    seeking = fields.get("seeking", plan.mode_seeking)
+    metrics = tuple(key for key in plan.metrics if key not in (names.LOSS_INFO_REAL, names.MODE_SEEKING))
+    plan = dataclasses.replace(plan, metrics=metrics + ((names.LOSS_INFO_REAL,) if plan.real_weight else ())
+                               + ((names.MODE_SEEKING,) if seeking else ()))
+    return dataclasses.replace(plan.settings(0, rng or torch.Generator().manual_seed(0)), **fields)
+
+
 def run_step(code_weight: float, trains_trunk: bool, arch: str = "paper", joint: float = 0.0, info_view=None,
-             d_input=None, seeking: float = 0.0, real_view=None, real_weight: float = 0.0, d_view=None):
-    """One ``train_step`` of fresh networks on fixed data, with recording optimisers: the
+             d_input=None, seeking: float = 0.0, real_view=None, real_weight: float = 0.0, d_view=None,
+             paired: bool = False):
+    """One ``train_step`` of fresh networks on fixed data (``paired``: the codes paired as mode
+    seeking pairs them), with recording optimisers: the
     gradients each optimiser received (D's trunk, D's head, Q, G), D's trunk gradients after the
     whole step, and the step's logged scalars."""
     from pipeline import models
     from pipeline.config import load_config
-    from pipeline.step import train_step
+    from pipeline.step import Batch, Nets, pair_codes, train_step
 
-    cfg = load_config([], ["train.batch_size=8", f"model.arch={arch}"])
+    cfg = load_config([], ["train.batch_size=8", f"model.arch={arch}", "train.d_augment=false"])
     torch.manual_seed(0)
     g, d = models.build(cfg.model)
     opt = recording_optimisers(g, d)
     torch.manual_seed(1)
     x, z, c = torch.rand(8, 1, 28, 28), torch.randn(8, 54), torch.randint(10, (8,))
-    stats = train_step(g, d, opt, x, z, c, code_weight, "non_saturating", trains_trunk, joint_batch=joint,
-                       info_view=info_view, d_input=d_input, seeking=seeking, real_view=real_view,
-                       real_weight=real_weight, d_view=d_view)
+    c = pair_codes(c) if paired else c
+    settings = step_settings(cfg, code_weight=code_weight, info_trains_d_trunk=trains_trunk, joint=joint,
+                             real_weight=real_weight, seeking=seeking, lr_scale=None, info_view=info_view,
+                             d_input=d_input, real_view=real_view, d_view=d_view)
+    stats = train_step(Nets(g, d), opt, Batch(x, z, c), settings)
     n_trunk = len(list(d.trunk.parameters()))
     return {"trunk": opt.d.seen[:n_trunk], "head": opt.d.seen[n_trunk:], "q": opt.q.seen, "g": opt.g.seen,
             "d_after_g_step": [p.grad for p in d.trunk.parameters()], "stats": stats}

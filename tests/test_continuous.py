@@ -10,10 +10,10 @@ import torch
 from mlflow import MlflowClient
 from PIL import Image
 
-from conftest import SMOKE, recording_optimisers, same
+from conftest import SMOKE, recording_optimisers, same, step_settings
 from pipeline import cli, evaluate, latents, losses, measure, metrics, models, runs, train
 from pipeline.config import load_config
-from pipeline.step import train_step
+from pipeline.step import Batch, Nets, train_step
 
 ARCHES = ("paper", "tconv", "upsample_sn")
 
@@ -43,7 +43,7 @@ def test_without_continuous_codes_the_latent_and_networks_are_as_before():
 
 @pytest.mark.parametrize("arch", ARCHES)
 def test_shapes_with_two_continuous_codes(arch):
-    cfg = load_config([], [f"model.arch={arch}", "model.continuous_codes=2", "train.d_augment=false"])
+    cfg = load_config([], [f"model.arch={arch}", "model.continuous_codes=2"])
     g, d = models.build(cfg.model)
     g.eval()
     d.eval()
@@ -73,17 +73,20 @@ def test_traversal_inputs_sweep_one_code_with_everything_else_fixed():
     assert latents.TRAVERSAL_VALUES[0] == -2 and latents.TRAVERSAL_VALUES[-1] == 2
 
 
-def step_grads(arch: str, continuous_weight: float, trains_trunk: bool = True, info_view=None) -> dict:
+def step_grads(arch: str, continuous_weight: float, trains_trunk: bool = True, info_view=None,
+               d_view=None) -> dict:
     cfg = load_config([], ["train.batch_size=8", f"model.arch={arch}", "model.continuous_codes=2",
-                           "train.d_augment=false"])
+                           "train.real_consistency=0"])
     torch.manual_seed(0)
     g, d = models.build(cfg.model)
     opt = recording_optimisers(g, d)
     torch.manual_seed(1)
     x, z, c = torch.rand(8, 1, 28, 28), torch.randn(8, 54), torch.randint(10, (8,))
     u = torch.rand(8, 2) * 2 - 1
-    stats = train_step(g, d, opt, x, z, c, 1.0, "non_saturating", trains_trunk, joint_batch=arch == "tconv",
-                       info_view=info_view, u=u, continuous_weight=continuous_weight)
+    joint = float(arch == "tconv" and d_view is None)
+    settings = step_settings(cfg, continuous_weight=continuous_weight, info_trains_d_trunk=trains_trunk,
+                             joint=joint, lr_scale=None, info_view=info_view, d_view=d_view)
+    stats = train_step(Nets(g, d), opt, Batch(x, z, c, u), settings)
     n_trunk = len(list(d.trunk.parameters()))
     q_last = opt.q.seen[-2]  # the weight of Q's last layer: rows 0-9 the code logits, 10-11 the means
     return {"trunk": opt.d.seen[:n_trunk], "head": opt.d.seen[n_trunk:], "g": opt.g.seen,
@@ -109,6 +112,17 @@ def test_q_reads_the_continuous_codes_from_the_fake_itself_not_from_its_transfor
     scrambled = step_grads("paper", 1.0, info_view=lambda images: images.flip(-1).roll(5, -2))
     torch.testing.assert_close(scrambled["q_means"], plain["q_means"])
     assert not torch.allclose(scrambled["q_logits"], plain["q_logits"])  # the code logits do see the view
+
+
+@pytest.mark.parametrize("arch", ARCHES)
+def test_under_d_augment_q_reads_the_continuous_codes_from_the_plain_fake(arch):
+    """D judges changed copies (train.d_augment) and Q reads the digit code from them, but the
+    continuous codes from the fakes as drawn: D's copies rotate and scale what they encode."""
+    identity = step_grads(arch, 1.0, d_view=lambda images: images)
+    scrambled = step_grads(arch, 1.0, d_view=lambda images: images.flip(-1).roll(5, -2))
+    torch.testing.assert_close(scrambled["q_means"], identity["q_means"])
+    assert not torch.allclose(scrambled["q_logits"], identity["q_logits"])
+    assert scrambled["q_means"].abs().sum() > 0 and scrambled["stats"]["loss/info_cont"] > 0
 
 
 def bar(angle_degrees: float, width: float, length: float = 18.0, size: int = 28) -> np.ndarray:
@@ -190,8 +204,8 @@ def test_smoke_run_with_two_continuous_codes_logs_traverses_serves_and_reports(h
     from pipeline import report
     from pipeline.tracking import serving
 
-    cfg = load_config([SMOKE], smoke_overrides + ["model.continuous_codes=2", "train.d_augment=false",
-                                                  "tracking.log_model=true"])
+    cfg = load_config([SMOKE], smoke_overrides + ["model.continuous_codes=2", "tracking.log_model=true"])
+    assert cfg.train.d_augment  # the default step: D judges changed copies, Q reads c1, c2 from the plain fakes
     run_id = train.stage(cfg, log=lambda m: None)
     client = MlflowClient()
     run = client.get_run(run_id)

@@ -9,6 +9,7 @@ from conftest import REPO, run_step, same
 from pipeline import augment, step
 from pipeline.config import ConfigError, from_yaml, load_config, to_yaml
 from pipeline.optim import changed_share
+from pipeline.plan import Plan
 
 # Layouts D can judge changed copies in: real and fake normalised apart, or no batch norm.
 ARCHS = ["paper", "tconv", "upsample_sn"]
@@ -79,13 +80,17 @@ def test_the_share_falls_from_one_to_the_floor_and_stays():
 
 
 @pytest.mark.parametrize("override, named", [
-    (["model.continuous_codes=2"], "model.continuous_codes"),
     (["model.arch=tconv", "train.real_fake_batch=both"], "train.real_fake_batch=both"),
     (["train.d_augment_floor=1.5"], "train.d_augment_floor"),
 ])
 def test_configs_it_cannot_train_are_refused_naming_the_key(override, named):
     with pytest.raises(ConfigError, match=named):
         load_config([], override)
+
+
+def test_continuous_codes_train_with_the_default_step():
+    cfg = load_config([], ["model.continuous_codes=2"])
+    assert cfg.train.d_augment and Plan.of(cfg, 10).q_reads == "d_view"
 
 
 def test_a_config_stored_before_the_key_existed_reads_as_the_step_it_ran():

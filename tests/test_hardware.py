@@ -160,7 +160,7 @@ def small_fit(tmp_path, precision: str, resume=None, epochs: int = 1):
     arrays = {"train_images": images, "train_labels": np.arange(16) % 10, "test_images": images,
               "test_labels": np.arange(16) % 10}
     result = loop.fit(cfg, NullTracker(), tmp_path / "last.pt", resume=resume, log=lambda m: None,
-                      arrays=arrays, evaluator=seen.evaluator, nets=(g, d))
+                      arrays=arrays, evaluation=loop.Evaluation(seen.evaluator), nets=(g, d))
     return seen, result
 
 

@@ -125,3 +125,39 @@ def test_no_module_or_function_is_too_long():
                 if length > MAX_FUNCTION_LINES:
                     too_long.append(f"{path.relative_to(PACKAGE)}:{node.lineno} {node.name}: {length} lines")
     assert too_long == []
+
+
+MAX_PARAMETERS = 8
+
+
+def parameter_count(node: ast.FunctionDef) -> int:
+    """A function's parameters, ``self`` and ``cls`` not counted."""
+    args = node.args
+    named = [a.arg for a in (*args.posonlyargs, *args.args, *args.kwonlyargs)]
+    return len(named) - (named[:1] in (["self"], ["cls"])) + (args.vararg is not None) + (args.kwarg is not None)
+
+
+def test_no_function_takes_more_than_eight_parameters():
+    """The step's 19 positional arguments became a typed plan; what travels together is one object."""
+    crowded = [f"{path.relative_to(PACKAGE)}:{node.lineno} {node.name}: {parameter_count(node)}"
+               for path in SOURCES for node in ast.walk(ast.parse(path.read_text()))
+               if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and parameter_count(node) > MAX_PARAMETERS]
+    assert crowded == []
+
+
+def test_the_parameter_count_sees_what_it_is_for():
+    def first(source: str) -> ast.FunctionDef:
+        return ast.parse(source).body[0]
+
+    assert parameter_count(first("def f(self, a, b=1, *c, d, **e): pass")) == 5
+    assert parameter_count(first("def f(a, b, c, d, e, f, g, h, i): pass")) == 9
+
+
+def test_the_step_s_rules_have_one_home():
+    """Which option excludes another or does nothing under it is said in plan.py alone: config
+    validation, the report and the step read it from there (tests/test_plan.py checks that they
+    follow it)."""
+    rule_words = re.compile(r"must be false with|[\"'][^\"']*has no effect|MOOT_UNDER|\.d_augment and |info_augment and ")
+    elsewhere = [f"{path.relative_to(PACKAGE)}:{number}" for path in SOURCES if path.name != "plan.py"
+                 for number, line in enumerate(path.read_text().splitlines(), start=1) if rule_words.search(line)]
+    assert elsewhere == []

@@ -2,18 +2,20 @@
 digits, D's instance noise, the mode-seeking term, the learning-rate schedule and the moving
 average of G."""
 import copy
+import dataclasses
 import math
 
 import pytest
 import torch
 from torch.testing import assert_close
 
-from conftest import REPO, run_step, same
+from conftest import REPO, run_step, same, step_settings
 from pipeline import augment, latents, losses, models, step
 from pipeline.config import load_config
+from pipeline.plan import Plan
 from pipeline.augment import INFO_AUGMENT, q_view, real_q_view
 from pipeline.optim import averaged, changed_share, lr_scale, make_optimisers, set_lr_scale
-from pipeline.step import mode_seeking_reward, pair_codes, train_step
+from pipeline.step import Batch, Nets, mode_seeking_reward, pair_codes, train_step
 
 
 # arch, share of the losses on a joint real+fake batch (0.2: real_fake_batch=both)
@@ -46,7 +48,8 @@ def test_both_views_weigh_the_joint_and_the_separate_d_loss():
     g0, d0 = copy.deepcopy(g), copy.deepcopy(d)
     torch.manual_seed(1)
     x, z, c = torch.rand(8, 1, 28, 28), torch.randn(8, 54), torch.randint(10, (8,))
-    stats = train_step(g, d, make_optimisers(g, d, cfg.train), x, z, c, 1.0, "non_saturating", True, joint_batch=0.25)
+    settings = step_settings(cfg, joint=0.25, real_weight=0.0, d_view=None, info_view=None)
+    stats = train_step(Nets(g, d), make_optimisers(g, d, cfg.train), Batch(x, z, c), settings)
     with torch.no_grad():
         fake = g0(z, latents.one_hot(c, 10))
         joint = d0.head(d0.trunk(torch.cat([x, fake]))).squeeze(1)
@@ -65,8 +68,9 @@ def test_q_learns_to_read_the_code_within_a_few_steps():
     g, d = models.build(cfg.model)
     opt = make_optimisers(g, d, cfg.train)
     x = torch.rand(32, 1, 28, 28)
-    info = [train_step(g, d, opt, x, torch.randn(32, 54), torch.randint(10, (32,)), 1.0, "non_saturating", True,
-                       joint_batch=False)["loss/info"].item() for _ in range(40)]
+    settings = step_settings(cfg, real_weight=0.0, lr_scale=None, d_view=None, info_view=None)
+    info = [train_step(Nets(g, d), opt, Batch(x, torch.randn(32, 54), torch.randint(10, (32,))),
+                       settings)["loss/info"].item() for _ in range(40)]
     assert sum(info[-5:]) / 5 < math.log(10) - 0.3, info  # 1.56 with the normalised Q, 2.30 without
 
 
@@ -146,7 +150,7 @@ def test_lr_decay_is_constant_then_linear_to_almost_zero_and_a_function_of_the_s
     cfg = load_config([], ["train.lr_d=1e-3", "train.lr_g=2e-3", "train.lr_q=4e-3"])
     g, d = models.build(cfg.model)
     opt = make_optimisers(g, d, cfg.train)
-    set_lr_scale(opt, cfg.train, 0.5)
+    set_lr_scale(opt, (cfg.train.lr_d, cfg.train.lr_q, cfg.train.lr_g), 0.5)
     assert [o.param_groups[0]["lr"] for o in (opt.d, opt.q, opt.g)] == pytest.approx([5e-4, 2e-3, 1e-3])
 
 
@@ -160,7 +164,8 @@ def test_adam_is_fused_on_cpu_and_a_checkpoint_resumes_under_either_kernel():
     opt = make_optimisers(g, d, cfg.train)
     groups = [group for o in (opt.d, opt.q, opt.g) for group in o.param_groups]
     assert all(group["fused"] for group in groups)
-    train_step(g, d, opt, x, z, c, 1.0, "non_saturating", True, joint_batch=False)
+    settings = step_settings(cfg)
+    train_step(Nets(g, d), opt, Batch(x, z, c), settings)
 
     # the same update: one more G step from the same state and gradients, fused and not
     state, params = copy.deepcopy(opt.g.state_dict()), [p.detach().clone() for p in g.parameters()]
@@ -184,7 +189,7 @@ def test_adam_is_fused_on_cpu_and_a_checkpoint_resumes_under_either_kernel():
         o.param_groups[0]["fused"] = None
     opt.load_state_dict(saved)
     assert all(o.param_groups[0]["fused"] is None for o in (opt.d, opt.q, opt.g))
-    train_step(g, d, opt, x, z, c, 1.0, "non_saturating", True, joint_batch=False)
+    train_step(Nets(g, d), opt, Batch(x, z, c), settings)
     fresh = make_optimisers(g, d, cfg.train)
     fresh.load_state_dict(opt.state_dict())
     assert all(group["fused"] for o in (fresh.d, fresh.q, fresh.g) for group in o.param_groups)
@@ -242,7 +247,8 @@ def test_mode_seeking_reward_is_the_capped_image_distance_per_unit_of_z_distance
 
 @pytest.mark.parametrize("arch, joint", LAYOUTS)
 def test_mode_seeking_trains_g_alone(arch, joint):
-    plain, seeking = run_step(1.0, True, arch, joint), run_step(1.0, True, arch, joint, seeking=5.0)
+    plain = run_step(1.0, True, arch, joint, paired=True)  # the codes the step pairs while it seeks modes
+    seeking = run_step(1.0, True, arch, joint, seeking=5.0)
     if arch != "upsample_sn":  # (spectral norm's power iteration moves on every trunk pass)
         for part in ("trunk", "head", "q"):
             assert same(plain[part], seeking[part]), part
@@ -256,11 +262,12 @@ def test_mode_seeking_makes_gs_images_differ_more_with_z():
         g, d = models.build(cfg.model)
         opt = make_optimisers(g, d, cfg.train)
         gen = torch.Generator().manual_seed(1)
+        settings = step_settings(cfg, info_trains_d_trunk=False, joint=1.0, seeking=seeking, mode_seeking_cap=100.0,
+                                 real_weight=0.0, d_view=None, info_view=None, lr_scale=None)
         for _ in range(3):
             x, z = torch.rand(16, 1, 28, 28, generator=gen), torch.randn(16, 54, generator=gen)
-            c = pair_codes(torch.randint(10, (16,), generator=gen))
-            train_step(g, d, opt, x, z, c, 1.0, "non_saturating", False, joint_batch=True, seeking=seeking,
-                       seeking_cap=100.0)
+            c = torch.randint(10, (16,), generator=gen)  # the step pairs the codes while it seeks modes
+            train_step(Nets(g, d), opt, Batch(x, z, c), settings)
         z, c = torch.randn(64, 54, generator=gen), pair_codes(torch.randint(10, (64,), generator=gen))
         with torch.no_grad():
             return mode_seeking_reward(g(z, latents.one_hot(c, g.code_dim)), z, cap=100.0).item()
@@ -310,42 +317,42 @@ def shipped_step(name: str, seed: int, *overrides: str) -> dict:
     rng = torch.Generator().manual_seed(seed)
     x = augment.random_stroke_width(torch.rand(n, 1, 28, 28, generator=rng).gt(0.8).float(), rng, 1.0)
     z, c = latents.sample(n, cfg.model.noise_dim, cfg.model.code_dim, rng, torch.device("cpu"))
-    c, seeking = step.seeking_codes(tcfg, c, 10 ** 6, 100)
     u = latents.continuous(n, cfg.model.continuous_codes, rng, torch.device("cpu"))
-    info_view, real_view = augment.q_views(tcfg, rng)
+    plan = Plan.of(cfg, 100)
+    settings = plan.settings(10 ** 6 if plan.mode_seeking else 0, rng)  # mode seeking on where the config has it
 
     def seen(images):
         """D's changed copies (``train.d_augment``) as at a run's start, image i changed the same
         way at every call, so that D can be scored again on exactly what it judged."""
-        return augment.d_view_at(tcfg, torch.Generator().manual_seed(seed), 0, 1000)(images)
+        return augment.d_view(torch.Generator().manual_seed(seed), 1.0)(images)
 
-    d_view = seen if tcfg.d_augment else None
+    d_view = seen if plan.d_augment_floor is not None else None
+    settings = dataclasses.replace(settings, d_view=d_view, lr_scale=None, d_input=None)
+    c = pair_codes(c) if settings.seeking else c  # as the step pairs them, so that D and Q are scored on them
     view = d_view or (lambda images: images)
     g0, d0 = copy.deepcopy(g), copy.deepcopy(d)
-    joint = step.joint_share(tcfg) if d.batch_norm else 0.0
+    joint = plan.joint if d.batch_norm else 0.0
     code = latents.one_hot(c, cfg.model.code_dim)
     with torch.no_grad():
         fake0 = g0(z, code, u)
-    train_step(g, d, opt, x, z, c, tcfg.code_weight, tcfg.g_loss, tcfg.info_trains_d_trunk, step.joint_share(tcfg),
-               info_view, d_input=None, u=u, continuous_weight=tcfg.continuous_weight, seeking=seeking,
-               seeking_cap=tcfg.mode_seeking_cap, real_view=real_view, real_weight=tcfg.real_consistency, d_view=d_view)
+    train_step(Nets(g, d), opt, Batch(x, z, c, u), settings)
 
     def judged(net, images) -> tuple[float, float]:
         """D's mean logits on the reals and on ``images``, weighed over the views its loss uses
         (joint and/or separate batch norm), on the copies it judged."""
         net = copy.deepcopy(net)
-        batch = step.Batch(view(x), view(images), c, u, joint)
+        shown = step.Shown(view(x), view(images), c, u, joint, z, images)
         with torch.no_grad():
-            views = batch.views(net, batch.fake, real=True)
+            views = shown.views(net, shown.fake, real=True)
         return (sum(w * float(on_real.mean()) for w, on_real, *_ in views),
                 sum(w * float(on_fake.mean()) for w, _, on_fake, *_ in views))
 
     def q_loss(net, images) -> float:
         """Q's info loss (with the continuous codes' term, where the config has them) on ``images``."""
         net = copy.deepcopy(net)
-        batch = step.Batch(x, images, c, u, joint)
+        shown = step.Shown(x, images, c, u, joint, z, images)
         with torch.no_grad():
-            logits, means = net.read_codes(batch.features(net, images))
+            logits, means = net.read_codes(shown.features(net, images))
             loss = losses.info_loss(logits, c)
             return float(loss if u is None else loss + tcfg.continuous_weight * losses.info_loss_continuous(means, u))
 

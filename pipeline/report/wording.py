@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import yaml
+
 from ..schema import TrainConfig
 
 _DEFAULT = TrainConfig()  # the schema's defaults, which a config's choices are compared with
@@ -88,9 +90,6 @@ CHOICES = (
      "reals, so G keeps drawing varied digits; the joint view shows D the brightness and contrast that "
      "the handout's D cannot see in a batch normalised alone"),
 )
-# Settings with no effect while another one is on ("True"): the report gives no sentence for them
-# and shows them as unused.
-MOOT_UNDER = {"train.info_augment": "train.d_augment"}
 SETTINGS = (("model.arch", "architecture"), ("train.g_loss", "G loss"), ("train.code_weight", "λ"),
             ("train.lr_d", "lr D"), ("train.lr_g", "lr G"), ("train.lr_q", "lr Q"), ("train.beta1", "Adam β₁"),
             ("train.beta2", "Adam β₂"), ("train.batch_size", "batch"),
@@ -105,8 +104,15 @@ SETTINGS = (("model.arch", "architecture"), ("train.g_loss", "G loss"), ("train.
 
 
 def moot(params: dict, key: str) -> bool:
-    """Whether a run's ``key`` has no effect because a setting that overrides it is on."""
-    return key in MOOT_UNDER and params.get(MOOT_UNDER[key]) == "True"
+    """Whether a run's ``key`` does nothing under its other settings (``plan.NO_EFFECT``): the
+    report gives no sentence for it and shows it as unused."""
+    from .. import plan  # with the step's rules, which import torch: only where a report is built
+
+    def value(name: str):
+        text = params.get(name)
+        return None if text is None else yaml.safe_load(text)
+
+    return key in params and plan.no_effect(value, key) is not None
 
 
 def setting(params: dict, key: str) -> str:

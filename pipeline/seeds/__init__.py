@@ -143,7 +143,7 @@ def run_seed(cfg: DictConfig, parent: str, log: Callable[[str], None] = print) -
     else:
         log(f"seed {cfg.seed}: training ({cfg.model.arch}, {cfg.train.epochs} epochs)")
         try:
-            run_id = train.stage(cfg, parent_run_id=parent, log=log)
+            run_id = train.stage(cfg, log=log, child=train.Child(parent))
         except NonFiniteLoss as e:
             log(f"seed {cfg.seed}: {e}")
             return None

@@ -79,9 +79,9 @@ class _Objective:
         cfg, resume, tags = self._prepare(trial)
         last: dict[str, float] = {}
         try:
-            train.stage(cfg, resume=resume, auto_resume=False, parent_run_id=self.parent, tags=tags,
-                        on_eval=self._reporter(trial, cfg, last), on_start=lambda run_id: self._started(trial, run_id),
-                        log=lambda m: None)
+            child = train.Child(self.parent, tags, on_eval=self._reporter(trial, cfg, last),
+                                on_start=lambda run_id: self._started(trial, run_id))
+            train.stage(cfg, resume=resume, auto_resume=False, log=lambda m: None, child=child)
         except Pruned as e:
             self._end("PRUNED")
             self.log(f"[{self.worker}] trial {trial.number} {e}")

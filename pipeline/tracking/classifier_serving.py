@@ -23,7 +23,7 @@ from typing import Optional
 import mlflow
 import numpy as np
 
-from .serving import BadInput, load, load_module, log_module  # noqa: F401  (load: this model's loader too)
+from .serving import BadInput, Pyfunc, load, load_module, log_module  # noqa: F401  (load: this model's loader too)
 
 MODEL_CODE = Path(__file__).with_name("classifier_model.py")
 MODEL_NAME = "classifier_pyfunc"  # the logged model's name in its training run
@@ -131,7 +131,7 @@ def log_classifier(d, run_id: str, mapping: dict, example: np.ndarray, name: str
 
     spec = {"code_dim": d.code_dim, "arch": d.arch, "q_hidden": d.q_hidden, "continuous_codes": d.continuous_codes}
     rows = pd.DataFrame({"pixels": [np.round(example.astype(np.float64), 4).tolist()]})
-    return log_module(d, "discriminator_state.pt", spec, mapping, run_id, name, MODEL_CODE, signature(), rows)
+    return log_module(d, "discriminator_state.pt", spec, mapping, run_id, name, Pyfunc(MODEL_CODE, signature(), rows))
 
 
 def classify_images(model, images: np.ndarray):

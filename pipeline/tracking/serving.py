@@ -21,7 +21,7 @@ import logging
 import math
 import tempfile
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Iterator, NamedTuple, Optional
 
 import mlflow
 import numpy as np
@@ -160,12 +160,19 @@ def log_generator(g, run_id: str, mapping: Optional[dict] = None, name: str = MO
 
     example = pd.DataFrame([{"digit": 7, "n": 4, "seed": 0}] if mapping else [{"code": 0, "n": 4, "seed": 0}])
     spec = {"noise_dim": g.noise_dim, "code_dim": g.code_dim, "continuous_codes": g.continuous_codes, "arch": g.arch}
-    return log_module(g, "generator_state.pt", spec, mapping, run_id, name, MODEL_CODE, signature(), example)
+    return log_module(g, "generator_state.pt", spec, mapping, run_id, name, Pyfunc(MODEL_CODE, signature(), example))
+
+
+class Pyfunc(NamedTuple):
+    """A pyfunc model from code: the file that defines it, its signature and its input example."""
+    code: Path
+    signature: object
+    example: object
 
 
 def log_module(module, weights_file: str, spec: dict, mapping: Optional[dict], run_id: str, name: str,
-               model_code: Path, model_signature, example):
-    """Log ``module`` into run ``run_id`` as the pyfunc model ``name`` that ``model_code`` names
+               pyfunc: Pyfunc):
+    """Log ``module`` into run ``run_id`` as the pyfunc model ``name`` that ``pyfunc.code`` names
     (models from code): its state dict as ``weights_file``, ``spec`` (what rebuilds it, with the
     run id) and ``mapping`` when given, as artifacts, with the package's source beside them.
     Returns MLflow's ModelInfo. :func:`load_module` reads them back."""
@@ -183,8 +190,8 @@ def log_module(module, weights_file: str, spec: dict, mapping: Optional[dict], r
             artifacts["mapping"] = str(folder / "mapping.json")
         with quiet_logger("mlflow.pyfunc"), as_active(run_id):
             return mlflow.pyfunc.log_model(
-                name=name, python_model=str(model_code), artifacts=artifacts,
-                code_paths=[str(Path(__file__).parents[1])], signature=model_signature, input_example=example,
+                name=name, python_model=str(pyfunc.code), artifacts=artifacts,
+                code_paths=[str(Path(__file__).parents[1])], signature=pyfunc.signature, input_example=pyfunc.example,
                 pip_requirements=["torch", "numpy", "pandas", "pillow", f"mlflow=={mlflow.__version__}"])
 
 

@@ -92,25 +92,40 @@ def split_overrides(args: Iterable[str]) -> list[str]:
     return out
 
 
+def read_file(name: str, chain: tuple[str, ...] = ()) -> list[tuple[str, dict]]:
+    """(source, keys) of config file ``name`` and of the files its ``defaults:`` list builds on
+    (paths relative to the file, merged in order before its own keys), bases first."""
+    path = Path(name)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {name}" + (f" (in the defaults of {chain[-1]})" if chain else ""))
+    if str(path.resolve()) in map(lambda p: str(Path(p).resolve()), chain):
+        raise ConfigError(f"config file {name} builds on itself: {' -> '.join((*chain, name))}")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{name} is not valid YAML: {e}") from None
+    if raw is None:
+        return []
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{name} must hold a mapping of config keys, not {type(raw).__name__}")
+    bases = raw.pop("defaults", [])
+    bases = [bases] if isinstance(bases, str) else bases
+    if not isinstance(bases, list) or not all(isinstance(base, str) for base in bases):
+        raise ConfigError(f"{name}: defaults must list the config files it builds on, e.g. defaults: [tconv_ns.yaml]")
+    read = [entry for base in bases for entry in read_file(str(path.parent / base), (*chain, name))]
+    return read + [(f"config file {name}", raw)] if raw else read
+
+
 def load_config(files: Iterable[str] = (), overrides: Iterable[str] = ()) -> DictConfig:
-    """Schema defaults, then each YAML file in order, then ``key=value`` overrides; validated."""
+    """Schema defaults, then each YAML file in order (each after the files its ``defaults:`` list
+    names), then ``key=value`` overrides; validated."""
     cfg = OmegaConf.structured(Config)
     sources: dict[str, str] = {}
     for name in files:
         if not name:
             continue
-        path = Path(name)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {name}")
-        try:
-            raw = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{name} is not valid YAML: {e}") from None
-        if raw is None:
-            continue
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{name} must hold a mapping of config keys, not {type(raw).__name__}")
-        cfg = _merge(cfg, OmegaConf.create(raw), f"config file {name}", sources)
+        for source, raw in read_file(name):
+            cfg = _merge(cfg, OmegaConf.create(raw), source, sources)
     for item in split_overrides(overrides):
         key, sep, _ = item.partition("=")
         if not sep or not key:

@@ -208,3 +208,34 @@ def test_a_batch_of_one_is_refused_for_every_architecture(arch):
     with pytest.raises(ConfigError, match=r"config key 'train.batch_size' .* must be >= 2"):
         load_config([], [f"model.arch={arch}", "train.batch_size=1", "data.train_subset=1"])
     assert load_config([], [f"model.arch={arch}", "train.batch_size=2"]).train.batch_size == 2
+
+
+def test_config_files_build_on_others_and_hold_only_what_differs(tmp_path):
+    """A file's ``defaults:`` list names the files it builds on (merged first, in order); every
+    shipped file but the handout's recipe written out in full sets only keys it changes."""
+    from omegaconf import OmegaConf
+
+    from pipeline.config import _leaf_keys, read_file
+    from pipeline.schema import Config
+
+    sat, ns = (load_config([str(REPO / f"configs/experiments/{name}.yaml")]) for name in ("tconv_sat", "tconv_ns"))
+    differ = {k for k, v in flatten(sat).items() if flatten(ns)[k] != v}
+    assert differ == {"train.g_loss", "tracking.run_name"}
+    for path in sorted((REPO / "configs").rglob("*.yaml")):
+        if path.name in ("base.yaml", "as_written.yaml"):  # the schema written out; the handout's recipe, literally
+            continue
+        *bases, (_, own) = read_file(str(path))
+        before = OmegaConf.merge(OmegaConf.structured(Config), *(OmegaConf.create(raw) for _, raw in bases))
+        repeated = [key for key in _leaf_keys(own) if OmegaConf.select(before, key) == OmegaConf.select(
+            OmegaConf.create(own), key)]
+        assert repeated == [], path.name
+    (tmp_path / "a.yaml").write_text("defaults: [b.yaml]\ntrain:\n  epochs: 3\n")
+    (tmp_path / "b.yaml").write_text("defaults: [a.yaml]\n")
+    with pytest.raises(ConfigError, match="builds on itself: .*a.yaml -> .*b.yaml -> .*a.yaml"):
+        load_config([str(tmp_path / "a.yaml")])
+    (tmp_path / "b.yaml").write_text("defaults: missing.yaml\ntrain:\n  epochs: 2\n  batch_size: 64\n")
+    with pytest.raises(ConfigError, match="missing.yaml .*in the defaults of .*b.yaml"):
+        load_config([str(tmp_path / "a.yaml")])
+    (tmp_path / "b.yaml").write_text("train:\n  epochs: 2\n  batch_size: 64\n")
+    built = load_config([str(tmp_path / "a.yaml")])
+    assert (built.train.epochs, built.train.batch_size) == (3, 64)

@@ -33,7 +33,7 @@ def _exit_code(error: Exception) -> tuple[Optional[int], Optional[str]]:
     from .data import DataError
     from .lanes import JobsFailed
     from .loop import Interrupted, NonFiniteLoss
-    from .models import IncompatibleState
+    from .compat import IncompatibleState
     from .tracking import TrackingUnreachable
 
     table = ((UsageError, 2, "error: "), (ConfigError, 2, "config error: "), (Interrupted, 143, None),

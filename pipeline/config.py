@@ -15,6 +15,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
+from . import compat
 from .schema import Config
 
 # Allowed values of the keys that are not registries (``model.arch`` and ``train.g_loss`` are
@@ -244,12 +245,7 @@ def to_yaml(cfg: DictConfig) -> str:
 
 def from_yaml(text: str) -> DictConfig:
     """A config stored in a checkpoint or run artifact, re-checked against today's schema."""
-    raw = yaml.safe_load(text) or {}
-    train = raw.get("train") or {}
-    if "lr_decay_epochs" in train:  # stored before the schedule became a fraction of the run
-        train["lr_decay_fraction"] = train.pop("lr_decay_epochs") / train.get("epochs", Config().train.epochs)
-    if raw and "d_augment" not in train:  # stored before D judged changed copies: the step it ran
-        raw.setdefault("train", train)["d_augment"] = False
+    raw = compat.stored_config(yaml.safe_load(text) or {}, Config().train.epochs)
     cfg = _merge(OmegaConf.structured(Config), OmegaConf.create(raw), "stored config", {})
     validate(cfg)
     return cfg
@@ -274,17 +270,9 @@ NOT_HASHED = ("tracking.run_name", "tracking.system_metrics", "tracking.register
               "tracking.checkpoint_keep", "eval.classifier_cache", "tracking.registered_classifier")
 
 
-# Keys added after runs were made, with the value that means "as before": at that value they are
-# left out of the hash, so runs made before they existed are still found as the same config.
-ADDED_LATER = {"train.instance_noise": 0.0, "model.continuous_codes": 0, "train.continuous_weight": 1.0,
-               "eval.q_test_images": None, "train.mode_seeking": 0.0, "train.mode_seeking_after_epochs": 0.5,
-               "train.mode_seeking_cap": 0.2, "train.d_augment": False, "train.d_augment_floor": 0.2,
-               "eval.classifier_precision": "auto"}
-
-
 def config_hash(cfg: DictConfig) -> str:
     """Identity of a training config, used to find an interrupted run to resume. What only
     names, watches or registers the run is left out."""
     body = {k: v for k, v in flatten(cfg).items()
-            if k not in NOT_HASHED and not (k in ADDED_LATER and v == ADDED_LATER[k])}
+            if k not in NOT_HASHED and compat.hashed(k, v)}
     return hashlib.sha256(repr(sorted(body.items())).encode()).hexdigest()[:16]

@@ -21,6 +21,8 @@ from torch import nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import spectral_norm
 
+from . import compat
+
 G_SLOPE = 0.01  # LeakyReLU slopes of the lab handout
 D_SLOPE = 0.1
 
@@ -181,10 +183,6 @@ class Generator(nn.Module):
         return self.net(torch.cat([z, c], dim=1))
 
 
-class IncompatibleState(RuntimeError):
-    """A saved state dict that today's networks cannot hold; the message says why and what to do."""
-
-
 class Discriminator(nn.Module):
     """The shared trunk with two heads: D's real/fake logit and Q. Q's last layer gives the code
     logits and, with ``continuous_codes``, the means of Q's Gaussians over those codes."""
@@ -203,15 +201,10 @@ class Discriminator(nn.Module):
         self.batch_norm = parts.batch_norm
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
-        """As nn.Module's, with a one-line error for an ``upsample_sn`` D saved while its
-        spectrally normalised trunk still had biases (before 5df4780)."""
-        if strict and self.arch == "upsample_sn":
-            own = self.state_dict()
-            if any(k.startswith("trunk.") and k.endswith("bias") and k not in own for k in state_dict):
-                raise IncompatibleState(
-                    "this upsample_sn discriminator was saved with biases in its spectral-norm trunk, which the "
-                    "variant no longer has (docs/design.md); train the run again, or load it with a checkout "
-                    "older than commit 5df4780")
+        """As nn.Module's, with a one-line error for a state today's D cannot hold
+        (``compat.check_discriminator_state``)."""
+        if strict:
+            compat.check_discriminator_state(self.arch, state_dict, self.state_dict())
         return super().load_state_dict(state_dict, strict, assign)
 
     def read_codes(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

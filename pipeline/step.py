@@ -50,7 +50,7 @@ from typing import Iterator, NamedTuple, Optional
 
 import torch
 
-from . import latents, losses, models, names, optim
+from . import compat, latents, losses, models, names, optim
 from .optim import Optimisers
 from .plan import Settings
 
@@ -283,8 +283,9 @@ class Accumulator:
         return {"sums": None if self.sums is None else self.sums.cpu(), "count": self.count}
 
     def load(self, state: dict, device: torch.device) -> None:
-        if state["sums"] is not None and state["sums"].shape[0] != len(self.keys):
-            return  # saved before a metric was added: the interval's next point averages fewer steps
+        state = compat.accumulated_sums(state, len(self.keys))
+        if state is None:
+            return
         self.sums = None if state["sums"] is None else state["sums"].to(device)
         self.count = state["count"]
 

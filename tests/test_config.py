@@ -85,12 +85,6 @@ def test_every_shipped_config_loads(path):
     assert cfg.model.arch in ARCHITECTURES
 
 
-def test_stored_config_with_the_old_decay_key_loads_as_a_fraction():
-    stored = to_yaml(load_config([], ["train.epochs=6"])).replace("lr_decay_fraction: 0.5", "lr_decay_epochs: 3")
-    assert "lr_decay_epochs: 3" in stored
-    assert from_yaml(stored).train.lr_decay_fraction == 0.5
-
-
 def test_shipped_configs_say_what_they_promise():
     lab = load_config([str(REPO / "configs" / "lab.yaml")])
     assert (lab.model.arch, lab.train.epochs) == ("tconv", 50)

@@ -93,12 +93,6 @@ def test_continuous_codes_train_with_the_default_step():
     assert cfg.train.d_augment and Plan.of(cfg, 10).q_reads == "d_view"
 
 
-def test_a_config_stored_before_the_key_existed_reads_as_the_step_it_ran():
-    stored = to_yaml(load_config([], [])).replace("  d_augment: true\n", "")
-    assert from_yaml(stored).train.d_augment is False
-    assert from_yaml(to_yaml(load_config([], []))).train.d_augment is True
-
-
 @pytest.mark.parametrize("config", ["configs/lab.yaml", "configs/as_written.yaml", "configs/paper_latent.yaml",
                                     "configs/experiments/tconv_ns.yaml", "configs/experiments/tconv_sat.yaml",
                                     "configs/experiments/upsample_sn_ns.yaml"])

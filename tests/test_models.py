@@ -3,7 +3,7 @@ import torch
 from torch import nn
 from torch.testing import assert_close
 
-from pipeline import cli, models
+from pipeline import cli, compat, models
 from pipeline.config import load_config
 
 
@@ -120,6 +120,6 @@ def test_an_upsample_sn_d_saved_with_trunk_biases_is_refused_in_one_line():
     _, again = models.build(cfg)
     again.load_state_dict(state)
     old = dict(state, **{"trunk.2.bias": torch.zeros(128)})
-    with pytest.raises(models.IncompatibleState, match="saved with biases in its spectral-norm trunk") as refused:
+    with pytest.raises(compat.IncompatibleState, match="saved with biases in its spectral-norm trunk") as refused:
         again.load_state_dict(old)
     assert cli._exit_code(refused.value) == (1, "")  # the CLI prints it as one line and exits 1

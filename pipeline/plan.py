@@ -87,7 +87,10 @@ def values_of(cfg) -> Values:
 def unused_keys(cfg) -> list[str]:
     """One line for each key of ``cfg`` that is set away from its default and does nothing."""
     values, defaults = values_of(cfg), values_of(OmegaConf.structured(Config))
-    return [f"{key}={values(key)} has no effect: {why}" for key, why in broken(NO_EFFECT, values)
+    def written(value) -> str:  # as it is typed: false, not False
+        return str(value).lower() if isinstance(value, bool) else str(value)
+
+    return [f"{key}={written(values(key))} has no effect: {why}" for key, why in broken(NO_EFFECT, values)
             if values(key) != defaults(key)]
 
 

@@ -63,7 +63,7 @@ def test_training_names_each_key_set_to_no_effect_in_one_line():
     cfg = load_config([], ["train.joint_weight=0.3", "train.info_augment=false", "train.mode_seeking_cap=0.1"])
     lines = plan.unused_keys(cfg)
     assert lines == [
-        "train.info_augment=False has no effect: under train.d_augment Q reads its codes from the changed copies "
+        "train.info_augment=false has no effect: under train.d_augment Q reads its codes from the changed copies "
         "D judges",
         "train.joint_weight=0.3 has no effect: only train.real_fake_batch=both weighs two views of D's batch norm",
         "train.mode_seeking_cap=0.1 has no effect: mode seeking is off (train.mode_seeking is 0)",

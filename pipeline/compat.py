@@ -12,7 +12,7 @@ spectral-norm state's in tests/test_models.py, the old model-code path's in test
 - ``check_discriminator_state``: an ``upsample_sn`` D saved before 5df4780 (2026-12-04) has
   biases in its spectrally normalised trunk, which the variant no longer has; loading it says so
   in one line (``IncompatibleState``) instead of listing unexpected keys.
-- ``accumulated_sums``: a checkpoint written before a step metric was added (2026-12-01,
+- ``sums_fit``: a checkpoint written before a step metric was added (2026-12-01,
   9f87d38 and later) holds running sums of fewer scalars; the resumed run restarts that interval.
 - ``pipeline/serving.py`` (a module of its own, at the path old models import): generators
   logged before the package layout of 2026-12-02 (85ca108) name ``pipeline.serving`` for their
@@ -20,7 +20,7 @@ spectral-norm state's in tests/test_models.py, the old model-code path's in test
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 ADDED_LATER = {"train.instance_noise": 0.0, "model.continuous_codes": 0, "train.continuous_weight": 1.0,
                "eval.q_test_images": None, "train.mode_seeking": 0.0, "train.mode_seeking_after_epochs": 0.5,
@@ -58,9 +58,8 @@ def check_discriminator_state(arch: str, saved: dict, own: dict) -> None:
             "5df4780")
 
 
-def accumulated_sums(state: dict, n_keys: int) -> Optional[dict]:
-    """A checkpoint's running sums of the step's scalars, or None where they were saved for
-    fewer scalars than the step logs today (the interval's next point then averages fewer steps)."""
-    if state["sums"] is not None and state["sums"].shape[0] != n_keys:
-        return None
-    return state
+def sums_fit(state: dict, n_keys: int) -> bool:
+    """Whether a checkpoint's running sums of the step's scalars (none yet, or one per scalar)
+    fit the ``n_keys`` the step logs today; sums saved for fewer are dropped, and the interval's
+    next point then averages fewer steps."""
+    return state["sums"] is None or state["sums"].shape[0] == n_keys

@@ -184,7 +184,6 @@ class Loop:
         per_epoch = n // tcfg.batch_size
         self.steps_per_epoch = per_epoch if tcfg.steps_per_epoch is None else min(tcfg.steps_per_epoch, per_epoch)
         self.plan = plan.Plan.of(cfg, self.steps_per_epoch)
-        self.total_steps, self.decay_steps = self.plan.total_steps, self.plan.decay_steps
         for line in plan.unused_keys(cfg):
             log(line)
         if resume is not None:
@@ -214,7 +213,7 @@ class Loop:
         if trained_for != tcfg.epochs and tcfg.lr_decay_fraction:
             planned = trained_for * self.steps_per_epoch
             before = optim.lr_scale(s.step, planned, optim.decay_steps_of(tcfg, planned))
-            after = optim.lr_scale(s.step, self.total_steps, self.decay_steps)
+            after = optim.lr_scale(s.step, self.plan.total_steps, self.plan.decay_steps)
             self.log(f"train.epochs is now {tcfg.epochs} (was {trained_for}): the learning-rate decay spans "
                      f"the last {tcfg.lr_decay_fraction:g} of the new length, so the rates go on at "
                      f"{after:.3g}x their base values instead of {before:.3g}x")

@@ -87,6 +87,7 @@ def values_of(cfg) -> Values:
 def unused_keys(cfg) -> list[str]:
     """One line for each key of ``cfg`` that is set away from its default and does nothing."""
     values, defaults = values_of(cfg), values_of(OmegaConf.structured(Config))
+
     def written(value) -> str:  # as it is typed: false, not False
         return str(value).lower() if isinstance(value, bool) else str(value)
 

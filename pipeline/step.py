@@ -283,8 +283,7 @@ class Accumulator:
         return {"sums": None if self.sums is None else self.sums.cpu(), "count": self.count}
 
     def load(self, state: dict, device: torch.device) -> None:
-        state = compat.accumulated_sums(state, len(self.keys))
-        if state is None:
+        if not compat.sums_fit(state, len(self.keys)):
             return
         self.sums = None if state["sums"] is None else state["sums"].to(device)
         self.count = state["count"]

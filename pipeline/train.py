@@ -29,7 +29,7 @@ class Child:
     """How a run started by a sweep or a seed check joins it: ``parent_run_id`` (the run is its
     child), extra ``tags``, ``on_start(run_id)`` (called once the run exists) and ``on_eval``
     (see :func:`loop.fit`)."""
-    parent_run_id: str
+    parent_run_id: Optional[str] = None
     tags: Optional[dict] = None
     on_eval: Optional[Callable[[int, int, dict], None]] = None
     on_start: Optional[Callable[[str], None]] = None
@@ -45,7 +45,7 @@ def stage(cfg: DictConfig, resume: Optional[str] = None, epochs: Optional[int] =
     the same config is resumed when ``auto_resume`` is on. A sweep trial or a seed check passes
     ``child``.
     """
-    child = child or Child(parent_run_id=None)
+    child = child or Child()
     tracking.configure()
     # Under `mlflow run` the run is already chosen (MLFLOW_RUN_ID): never swap in another one.
     if resume is None and auto_resume and not os.environ.get("MLFLOW_RUN_ID"):

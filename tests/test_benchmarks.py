@@ -6,6 +6,7 @@ import os
 
 import torch
 
+import cli_process
 from conftest import REPO, SMOKE, subprocess_env
 
 
@@ -46,11 +47,7 @@ def test_the_speed_benchmark_compares_the_default_batch_with_the_textbook_loop_a
 
 
 def run_script(home, name: str, *args: str) -> str:
-    import subprocess
-    import sys
-
-    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / name), *args], env=subprocess_env(home),
-                          capture_output=True, text=True, timeout=300)
+    done = cli_process.run([str(REPO / "benchmarks" / name), *args], subprocess_env(home), timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout
 

@@ -10,8 +10,6 @@ import json
 import os
 import shutil
 import socket
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -22,6 +20,7 @@ import pytest
 import torch
 from PIL import Image
 
+import cli_process
 from conftest import SMOKE, free_port, own_store, subprocess_env
 from pipeline import cli, demo, evaluate, measure, names, runs, tracking, train
 from pipeline.config import load_config
@@ -60,27 +59,24 @@ def server(promoted):
     """`infogan demo` with no source (the champion) on a free port; its base URL."""
     home = promoted[0]
     port = free_port()
-    log = open(home / "demo.log", "w")
-    process = subprocess.Popen([sys.executable, "-m", "pipeline", "demo", "--port", str(port)],
-                               env=subprocess_env(home), stdout=log, stderr=subprocess.STDOUT)
+    process = cli_process.start(["demo", "--port", str(port)], subprocess_env(home))
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 180
         while True:
             if process.poll() is not None:
-                pytest.fail(f"the demo stopped: {(home / 'demo.log').read_text()}")
+                pytest.fail(f"the demo stopped: {process.output()[0]}")
             try:
                 get(url + "/api/info")
                 break
             except OSError:
                 if time.time() > deadline:
-                    pytest.fail(f"the demo did not answer in 180 s: {(home / 'demo.log').read_text()}")
+                    pytest.fail(f"the demo did not answer in 180 s: {process.output()[0]}")
                 time.sleep(0.5)
         yield url
     finally:
         process.terminate()
         process.wait(timeout=30)
-        log.close()
 
 
 def get(url: str, data: dict | None = None) -> tuple[int, dict]:

@@ -1,9 +1,7 @@
 """`infogan run-experiments`: every config with every seed trained and evaluated, runs side by
 side in processes of their own with --workers, one report of them, and finished runs reused."""
-import subprocess
-import sys
-
 import yaml
+import cli_process
 from conftest import REPO, SMOKE, subprocess_env
 
 from pipeline import names, tracking
@@ -17,9 +15,9 @@ def test_run_experiments_trains_side_by_side_then_reports_and_reuses_the_runs(ho
                   "tracking": {**smoke["tracking"], "run_name": name}}
         files.append(home / f"{name}.yaml")
         files[-1].write_text(yaml.safe_dump(config))
-    command = [sys.executable, "-m", "pipeline", "run-experiments", *map(str, files), *smoke_overrides,
-               "--seeds", "3", "--workers", "2", "--out", str(home / "report")]
-    done = subprocess.run(command, cwd=REPO, env=subprocess_env(home), capture_output=True, text=True, timeout=600)
+    command = ["run-experiments", *map(str, files), *smoke_overrides, "--seeds", "3", "--workers", "2",
+               "--out", str(home / "report")]
+    done = cli_process.run(command, subprocess_env(home), cwd=REPO)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "2 of 2 runs to train, 2 at a time, 1 torch thread(s) each" in done.stdout
     for name in ("ns", "sat"):  # each trained in a lane of its own, its lines prefixed with its job
@@ -32,7 +30,7 @@ def test_run_experiments_trains_side_by_side_then_reports_and_reuses_the_runs(ho
     assert (home / "report" / "report.pdf").is_file()
     assert "| ns | 1 |" in (home / "report" / "report.md").read_text()
 
-    again = subprocess.run(command, cwd=REPO, env=subprocess_env(home), capture_output=True, text=True, timeout=600)
+    again = cli_process.run(command, subprocess_env(home), cwd=REPO)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "0 of 2 runs to train" in again.stdout and again.stdout.count("reusing finished run") == 2
     assert len(tracking.search_runs("smoke", tracking.stage_filter("train"))) == 2

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
+import cli_process
 from conftest import SMOKE, free_port, own_store, subprocess_env
 from pipeline import faults, tracking
 
@@ -37,8 +38,7 @@ def killed_train(home, mnist_cache, kill_at: str) -> subprocess.CompletedProcess
     """The training command in a process of its own, which kills itself at ``kill_at``."""
     env = subprocess_env(home)
     env[faults.ENV] = kill_at
-    command = [sys.executable, "-m", "pipeline", *train_args(mnist_cache)]
-    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    return cli_process.run(train_args(mnist_cache), env)
 
 
 def train(mnist_cache, capsys) -> tuple[int, str, str]:
@@ -147,16 +147,16 @@ def _stop(server: subprocess.Popen) -> None:
     server.wait(timeout=30)
 
 
-def _wait_for(path: Path, training: subprocess.Popen) -> None:
+def _wait_for(path: Path, training: cli_process.Command) -> None:
     import time
 
     deadline = time.monotonic() + 300
     while not path.exists():
-        assert training.poll() is None and time.monotonic() < deadline, training.stdout.read()[-3000:]
+        assert training.poll() is None and time.monotonic() < deadline, training.output()[0][-3000:]
         time.sleep(0.1)
 
 
-def _wait_until_stored(client: MlflowClient, step: int, training: subprocess.Popen) -> None:
+def _wait_until_stored(client: MlflowClient, step: int, training: cli_process.Command) -> None:
     """Until the server holds the smoke run's ``loss/d`` at ``step`` (the sender is then idle)."""
     import time
 
@@ -166,7 +166,7 @@ def _wait_until_stored(client: MlflowClient, step: int, training: subprocess.Pop
         found = client.search_runs([experiment.experiment_id]) if experiment else []
         if found and step in {m.step for m in client.get_metric_history(found[0].info.run_id, "loss/d")}:
             return
-        assert training.poll() is None and time.monotonic() < deadline, training.stdout.read()[-3000:]
+        assert training.poll() is None and time.monotonic() < deadline, training.output()[0][-3000:]
         time.sleep(0.2)
 
 
@@ -242,9 +242,9 @@ def test_a_tracking_server_down_for_20_s_mid_run_loses_no_metric_point(home, mni
                 # again every few seconds.
                 "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "4", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"})
     # No evaluation: the reference classifier would be trained afresh on this server's empty store.
-    command = [sys.executable, "-m", "pipeline", "train", "-c", str(SMOKE), f"data.cache_dir={mnist_cache}",
-               "tracking.system_metrics=false", "eval.every_epochs=0"]
-    training = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    args = ["train", "-c", str(SMOKE), f"data.cache_dir={mnist_cache}", "tracking.system_metrics=false",
+            "eval.every_epochs=0"]
+    training = cli_process.start(args, env)
     try:
         _wait_for(held, training)  # step 2 logged
         _wait_until_stored(MlflowClient(uri), 2, training)  # no request in flight when the server dies
@@ -256,7 +256,8 @@ def test_a_tracking_server_down_for_20_s_mid_run_loses_no_metric_point(home, mni
         assert training.poll() is None, "training stopped while the server was down"
         line.join()
         held.unlink()
-        out, _ = training.communicate(timeout=600)
+        training.wait(timeout=600)
+        out, _ = training.output()
         assert training.returncode == 0, out[-3000:]
         assert "has not answered for 10 s" in out and "answers again" in out, out[-3000:]
         client = MlflowClient(uri)

@@ -1,10 +1,8 @@
 """The seed check (``infogan seeds``): seeds parsed as written, the bar applied at its edges, and a
 smoke config checked on two seeds whose table (per seed, mean, sd, worst) is what MLflow holds."""
-import subprocess
-import sys
-
 import numpy as np
 import pytest
+import cli_process
 from conftest import REPO, SMOKE, own_store, subprocess_env
 
 from pipeline import names, seeds, tracking
@@ -88,9 +86,8 @@ def test_the_parent_logs_mean_sd_and_worst_of_the_seeds_mlflow_metrics(checked):
 def test_the_same_check_again_with_two_workers_reuses_every_seed(checked):
     table, _, home, smoke_overrides = checked
     trained = {r.run_id for r in table.rows}
-    done = subprocess.run([sys.executable, "-m", "pipeline", "seeds", "-c", SMOKE, "--seeds", "0-1", "--workers", "2",
-                           *smoke_overrides], cwd=REPO, env=subprocess_env(home), capture_output=True, text=True,
-                          timeout=300)
+    done = cli_process.run(["seeds", "-c", SMOKE, "--seeds", "0-1", "--workers", "2", *smoke_overrides],
+                           subprocess_env(home), cwd=REPO, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert f"going on with the seed check of run {table.parent_run_id}" in done.stdout
     for row in table.rows:

@@ -7,13 +7,13 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import pytest
 import yaml
 
+import cli_process
 from conftest import REPO, free_port, subprocess_env
 from pipeline import faults
 
@@ -211,8 +211,7 @@ def _sweep_stopped_after_first_epoch(home: Path, path: Path, signal_name: str) -
     checkpoint written and the epoch reported to Optuna): a deterministic point, not a race."""
     env = subprocess_env(home)
     env[faults.ENV], env[faults.SIGNAL_ENV] = "epoch_done:1", signal_name
-    return subprocess.run([sys.executable, "-m", "pipeline", "sweep", str(path)], env=env, cwd=home,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600)
+    return cli_process.run(["sweep", str(path)], env, cwd=home, merge=True)
 
 
 @pytest.mark.slow

@@ -12,6 +12,7 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
+import cli_process
 from conftest import REPO, SMOKE, own_store, subprocess_env
 from pipeline import checkpoint, faults, loop, losses, runs, stages, train, tracking
 from pipeline.config import load_config
@@ -135,13 +136,11 @@ def test_interrupted_run_resumes_without_duplicate_or_missing_steps(uninterrupte
     from pipeline.cli import main
 
     args = ["train", "-c", SMOKE, *smoke_overrides, *LONG]
-    command = [sys.executable, "-m", "pipeline", *args]
     env = subprocess_env(home)
     # Stopped mid-epoch 2 (its 8th logged point, step 16), after epoch 1's checkpoint: a crash
     # (SIGKILL, no handler runs) or SIGTERM (the loop checkpoints on its way out).
     env[faults.ENV], env[faults.SIGNAL_ENV] = "step_logged:8", "SIGKILL" if how == "crash" else "SIGTERM"
-    proc = subprocess.run(command, env=env, cwd=home, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          timeout=600)
+    proc = cli_process.run(args, env, cwd=home, merge=True)
     out = proc.stdout
     assert proc.returncode != 0, f"training finished before it could be interrupted:\n{out}"
     interrupted = only_run()

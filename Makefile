@@ -27,10 +27,11 @@ run: $(STAMP)
 	$(BIN)/infogan init --experiment $(EXPERIMENT)
 	PATH="$(BIN):$$PATH" $(BIN)/mlflow run . --env-manager local --experiment-name $(EXPERIMENT) $(if $(CONFIG),-P config=$(CONFIG)) $(if $(OVERRIDES),-P overrides="$(OVERRIDES)")
 
-# One pytest worker per core (pytest-xdist); PYTEST_WORKERS=0 runs the tests in this process.
+# One pytest worker per core (pytest-xdist), each given a whole test file at a time, longest
+# first (tests/conftest.py); PYTEST_WORKERS=0 runs the tests in this process.
 PYTEST_WORKERS ?= auto
 test: $(STAMP) postgres browser
-	PATH="$(BIN):$$PATH" $(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
+	PATH="$(BIN):$$PATH" $(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 # The sweep tests start a throw-away PostgreSQL server; install Debian's package when it is missing
 # and this user may (otherwise that one test is skipped, saying why).

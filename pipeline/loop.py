@@ -1,6 +1,6 @@
 """The training loop: a typed :class:`TrainState` (everything a checkpoint holds) and :func:`fit`,
 which only keeps cadence: a step every iteration, the logged means every ``train.log_every``
-steps, and at each epoch's end the sample grid, the evaluation, the checkpoint and the sweep's
+steps and at the run's last step, and at each epoch's end the sample grid, the evaluation, the checkpoint and the sweep's
 hook. The maths is in ``step``; what is logged goes through a ``tracking.Tracker``.
 
 A resumed run repeats no step and skips none: the checkpoint holds the random generators, the
@@ -144,8 +144,8 @@ def fit(cfg: DictConfig, tracker, ckpt_path: Path, resume: Optional[dict] = None
                 loop.start_epoch()
                 while loop.state.it < loop.steps_per_epoch:
                     loop.iteration()
-                    if loop.state.step % cfg.train.log_every == 0:
-                        loop.log_interval()
+                    if loop.state.step % cfg.train.log_every == 0 or loop.state.step == loop.plan.total_steps:
+                        loop.log_interval()  # and the run's last steps, so a run shorter than log_every has curves
                     stop_requested()  # after this step's logging, so the checkpoint resumes cleanly
                 measured = loop.end_epoch()
                 if on_eval is not None and measured is not None:

@@ -87,6 +87,16 @@ def test_fit_logs_the_step_metrics_every_log_every_steps_and_the_epoch_end(tmp_p
     assert result.g is not None and result.noise.shape == (10, 4)
 
 
+@pytest.mark.parametrize("log_every, points", [(3, [3, 6, 9, 10]), (25, [10])])
+def test_the_run_s_last_step_is_logged_even_off_the_log_every_beat(tmp_path, log_every, points):
+    # A run shorter than log_every logged no loss at all, and its pipeline stopped at the report.
+    tracker = Recorder()
+    toy_fit(tmp_path, tracker, log_every=log_every)
+    assert [step for step, m in tracker.metrics if names.LOSS_D in m] == points
+    # The last point averages the steps since the one before it: its throughput counts them only.
+    assert all(m[names.PERF_IMG_PER_S] > 0 for _, m in tracker.metrics if names.LOSS_D in m)
+
+
 def test_every_epoch_end_writes_a_checkpoint_of_the_whole_state(tmp_path):
     toy_fit(tmp_path, Recorder())
     state = checkpoint.load(tmp_path / "last.pt")
@@ -147,7 +157,7 @@ def test_mode_seeking_starts_after_its_epochs_on_pairs_that_share_a_code(tmp_pat
     assert [seeking for _, seeking in seen] == [0.0, 0.0, 3.0, 3.0, 3.0]
     assert all(c[0] == c[1] for c, seeking in seen if seeking)
     curve = [(step, m[names.MODE_SEEKING]) for step, m in tracker.metrics if names.MODE_SEEKING in m]
-    assert [step for step, _ in curve] == [2, 4] and curve[0][1] == 0.0 and curve[1][1] > 0  # steps 0-1, 2-3
+    assert [step for step, _ in curve] == [2, 4, 5] and curve[0][1] == 0.0 and curve[1][1] > 0  # steps 0-1, 2-3, 4
 
 
 def test_a_cpu_run_on_auto_threads_gives_up_a_core_to_another_busy_process_and_logs_it(tmp_path, monkeypatch):

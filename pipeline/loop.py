@@ -1,7 +1,8 @@
 """The training loop: a typed :class:`TrainState` (everything a checkpoint holds) and :func:`fit`,
 which only keeps cadence: a step every iteration, the logged means every ``train.log_every``
-steps and at the run's last step, and at each epoch's end the sample grid, the evaluation, the checkpoint and the sweep's
-hook. The maths is in ``step``; what is logged goes through a ``tracking.Tracker``.
+steps and at the run's last step, and at each epoch's end the sample grid, the evaluation, the
+checkpoint and the sweep's hook. The maths is in ``step``; what is logged goes through a
+``tracking.Tracker``.
 
 A resumed run repeats no step and skips none: the checkpoint holds the random generators, the
 epoch's permutation and position, and the running means; points a crashed run had already
@@ -145,7 +146,7 @@ def fit(cfg: DictConfig, tracker, ckpt_path: Path, resume: Optional[dict] = None
                 while loop.state.it < loop.steps_per_epoch:
                     loop.iteration()
                     if loop.state.step % cfg.train.log_every == 0 or loop.state.step == loop.plan.total_steps:
-                        loop.log_interval()  # and the run's last steps, so a run shorter than log_every has curves
+                        loop.log_interval()  # the last step too: a run shorter than log_every has curves
                     stop_requested()  # after this step's logging, so the checkpoint resumes cleanly
                 measured = loop.end_epoch()
                 if on_eval is not None and measured is not None:

@@ -93,7 +93,7 @@ def test_the_run_s_last_step_is_logged_even_off_the_log_every_beat(tmp_path, log
     tracker = Recorder()
     toy_fit(tmp_path, tracker, log_every=log_every)
     assert [step for step, m in tracker.metrics if names.LOSS_D in m] == points
-    # The last point averages the steps since the one before it: its throughput counts them only.
+    # Each point, the last one too, carries the throughput of the steps it averages.
     assert all(m[names.PERF_IMG_PER_S] > 0 for _, m in tracker.metrics if names.LOSS_D in m)
 
 

@@ -99,7 +99,7 @@ def read_file(name: str, chain: tuple[str, ...] = ()) -> list[tuple[str, dict]]:
     path = Path(name)
     if not path.is_file():
         raise ConfigError(f"config file not found: {name}" + (f" (in the defaults of {chain[-1]})" if chain else ""))
-    if str(path.resolve()) in map(lambda p: str(Path(p).resolve()), chain):
+    if path.resolve() in {Path(earlier).resolve() for earlier in chain}:
         raise ConfigError(f"config file {name} builds on itself: {' -> '.join((*chain, name))}")
     try:
         raw = yaml.safe_load(path.read_text())

@@ -140,9 +140,10 @@ def worker(arch: str, variant: str, seconds: float, batch_size: int) -> dict:
             plan.settings(0, rng, lambda: hardware.autocast(precision, cpu)), seeking=plan.mode_seeking,
             lr_scale=None, d_view=d_view(rng, 0.5) if plan.d_augment_floor is not None else None)
         if variant in ("compile", "compile_cl"):
-            # In place, each part the step calls: G, D's trunk, its head and Q (train_step calls
-            # D's parts, not D's forward, so compiling D as a whole would compile nothing it runs).
-            for part in (g, d.trunk, d.head, d.q):
+            # In place, each part the step calls: G, D's trunk (in its two parts), its head and Q
+            # (train_step calls D's parts, not D's forward, so compiling D as a whole would compile
+            # nothing it runs).
+            for part in (g, *d.trunk_parts, d.head, d.q):
                 part.compile()
 
         def step():

@@ -199,6 +199,12 @@ class Discriminator(nn.Module):
         # With batch norm, one sample's features depend on the rest of its batch (see
         # step.train_step and train.real_fake_batch).
         self.batch_norm = parts.batch_norm
+        # The trunk in two parts sharing its layers: up to its first batch norm, where each
+        # image's output depends on that image alone, and the rest (a tuple, so the layers are
+        # not registered twice and the state dict keeps the trunk's keys).
+        depth = next((i for i, m in enumerate(self.trunk) if isinstance(m, nn.modules.batchnorm._BatchNorm)),
+                     len(self.trunk))
+        self.trunk_parts = (self.trunk[:depth], self.trunk[depth:])
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         """As nn.Module's, with a one-line error for a state today's D cannot hold
@@ -206,6 +212,15 @@ class Discriminator(nn.Module):
         if strict:
             compat.check_discriminator_state(self.arch, state_dict, self.state_dict())
         return super().load_state_dict(state_dict, strict, assign)
+
+    def stem(self, x: torch.Tensor) -> torch.Tensor:
+        """The trunk's layers before its first batch norm: what they give an image does not depend
+        on the other images of its batch."""
+        return self.trunk_parts[0](x)
+
+    def rest(self, h: torch.Tensor) -> torch.Tensor:
+        """The rest of the trunk, on ``stem``'s output: ``rest(stem(x)) == trunk(x)``."""
+        return self.trunk_parts[1](h)
 
     def read_codes(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Q on trunk features ``h``: (code logits [B, code_dim], continuous means [B, continuous_codes])."""

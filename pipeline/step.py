@@ -97,6 +97,33 @@ def mode_seeking_reward(fake: torch.Tensor, z: torch.Tensor, cap: float) -> torc
     return (images / noise).clamp(max=cap).mean()
 
 
+class Trunk:
+    """D's trunk for one half of a step, called on one or more image batches as one batch. The
+    layers before D's first batch norm see each image alone, so a batch that several views put
+    beside different others (the reals, beside the fakes, a moved copy of them and their own
+    changed copy) goes through those layers once per half step, and only the batch norm and what
+    follows it run per view: the same function, about a third less work for ``tconv`` with both
+    views. Made afresh for each half, since D's weights change between them. A trunk without
+    batch norm runs whole on every call: no view puts its batches beside others, and a spectrally
+    normalised layer takes one step of its power iteration per call."""
+
+    def __init__(self, d: models.Discriminator):
+        self.d = d
+        self.stems: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def __call__(self, *batches: torch.Tensor) -> torch.Tensor:
+        if not self.d.batch_norm:
+            return self.d.trunk(batches[0] if len(batches) == 1 else torch.cat(batches))
+        stems = [self.stem(images) for images in batches]
+        return self.d.rest(stems[0] if len(stems) == 1 else torch.cat(stems))
+
+    def stem(self, images: torch.Tensor) -> torch.Tensor:
+        found = self.stems.get(id(images))
+        if found is None or found[0] is not images:  # (the batch is kept, so its id stays its own)
+            found = self.stems[id(images)] = (images, self.d.stem(images))
+        return found[1]
+
+
 @dataclass
 class Shown:
     """What D is shown in one step: the reals and G's fakes as D sees them (after ``d_input``),
@@ -109,29 +136,29 @@ class Shown:
     z: torch.Tensor
     plain_fake: torch.Tensor  # G's images before D's instance noise
 
-    def features(self, d: models.Discriminator, images: torch.Tensor) -> torch.Tensor:
+    def features(self, trunk: Trunk, images: torch.Tensor) -> torch.Tensor:
         """D's trunk on [real; images] when any loss is joint, else on images alone; returns the
         features of images (what Q reads)."""
         if self.joint:
-            return d.trunk(torch.cat([self.x, images]))[self.x.shape[0]:]
-        return d.trunk(images)
+            return trunk(self.x, images)[self.x.shape[0]:]
+        return trunk(images)
 
-    def views(self, d: models.Discriminator, images: torch.Tensor,
+    def views(self, trunk: Trunk, images: torch.Tensor,
               real: bool) -> list[tuple[float, Optional[torch.Tensor], torch.Tensor, torch.Tensor,
                                         Optional[torch.Tensor]]]:
         """(weight, D's logits on the reals or None, on ``images``, the features of ``images``, of
         the reals or None) for the joint view and the separate one, each where its weight is above
         0; joint first."""
-        out = []
+        out, d = [], trunk.d
         if self.joint:
-            h = d.trunk(torch.cat([self.x, images]))
+            h = trunk(self.x, images)
             logits = d.head(h).squeeze(1).float()
             n = self.x.shape[0]
             out.append((self.joint, logits[:n] if real else None, logits[n:], h[n:], h[:n] if real else None))
         if self.joint < 1:
-            h_real = d.trunk(self.x) if real else None
+            h_real = trunk(self.x) if real else None
             d_real = d.head(h_real).squeeze(1).float() if real else None
-            h = d.trunk(images)
+            h = trunk(images)
             out.append((1.0 - self.joint, d_real, d.head(h).squeeze(1).float(), h, h_real))
         return out
 
@@ -166,11 +193,12 @@ def d_step(d: models.Discriminator, opt: Optimisers, shown: Shown, s: Settings) 
     with s.precision():
         judged = shown if s.d_view is None else dataclasses.replace(shown, x=s.d_view(shown.x))
         judged_fake = fake if s.d_view is None else s.d_view(fake)
-        views = judged.views(d, judged_fake, real=True)
+        trunk = Trunk(d)
+        views = judged.views(trunk, judged_fake, real=True)
         _, d_real, d_fake, h_fake, h_real = views[0]
-        q_logits, q_means = fake_codes(d, shown, fake, h_fake, s)
+        q_logits, q_means = fake_codes(trunk, shown, fake, h_fake, s)
         if plan.real_weight:
-            changed_logits, plain_logits = real_codes(d, shown, h_real, s)
+            changed_logits, plain_logits = real_codes(trunk, shown, h_real, s)
     loss_d = sum(weight * losses.d_loss(on_real, on_fake) for weight, on_real, on_fake, *_ in views)
     info_d = losses.info_loss(q_logits.float(), shown.c)
     if shown.u is not None:
@@ -195,33 +223,35 @@ def trained(h: torch.Tensor, s: Settings) -> torch.Tensor:
     return h if s.plan.info_trains_d_trunk else h.detach()
 
 
-def fake_codes(d: models.Discriminator, shown: Shown, fake: torch.Tensor, h_fake: torch.Tensor,
+def fake_codes(trunk: Trunk, shown: Shown, fake: torch.Tensor, h_fake: torch.Tensor,
                s: Settings) -> tuple[torch.Tensor, torch.Tensor]:
     """Q's code logits for the fakes, from where the plan has Q read them (``h_fake``, the features
     of the fakes D judged, or a moved copy's), and its continuous means, from the plain fakes."""
+    d = trunk.d
     if s.info_view is not None:
-        logits, means = d.read_codes(trained(shown.features(d, s.info_view(fake)), s))
+        logits, means = d.read_codes(trained(shown.features(trunk, s.info_view(fake)), s))
     else:
         logits, means = d.read_codes(trained(h_fake, s))
     if shown.u is not None and s.info_view is not None:
         means = d.read_codes(trained(h_fake, s))[1]
     elif shown.u is not None and s.d_view is not None:
-        means = d.read_codes(trained(d.trunk(fake), s))[1]
+        means = d.read_codes(trained(trunk(fake), s))[1]
     return logits, means
 
 
-def real_codes(d: models.Discriminator, shown: Shown, h_real: torch.Tensor,
+def real_codes(trunk: Trunk, shown: Shown, h_real: torch.Tensor,
                s: Settings) -> tuple[torch.Tensor, torch.Tensor]:
     """Q's code logits for changed copies of the real digits and for the plain ones (the targets):
     under ``d_view`` the changed reals D just judged (``h_real``) and a pass without gradients for
     the plain ones; otherwise the plain reals D judged and a changed copy of Q's own."""
+    d = trunk.d
     if s.d_view is not None:
         changed = d.read_codes(trained(h_real, s))[0]
         with torch.no_grad():
             plain = d.read_codes(d.trunk(shown.x))[0]
         return changed, plain
     plain = d.read_codes(h_real.detach())[0]
-    changed = d.read_codes(trained(shown.features(d, s.real_view(shown.x)), s))[0]
+    changed = d.read_codes(trained(shown.features(trunk, s.real_view(shown.x)), s))[0]
     return changed, plain
 
 
@@ -233,11 +263,12 @@ def g_step(g: models.Generator, d: models.Discriminator, opt: Optimisers, shown:
     with frozen(d):
         with s.precision():
             fake = shown.fake if s.d_view is None else s.d_view(shown.fake)
-            views = shown.views(d, fake, real=False)
+            trunk = Trunk(d)
+            views = shown.views(trunk, fake, real=False)
             _, _, d_fake_after, h, _ = views[0]
             q_logits, q_means = d.read_codes(h)
             if shown.u is not None and s.d_view is not None:  # the continuous codes from the plain fake
-                q_means = d.read_codes(d.trunk(shown.fake))[1]
+                q_means = d.read_codes(trunk(shown.fake))[1]
         loss_g = sum(weight * losses.g_loss(on_fake, plan.g_loss) for weight, _, on_fake, *_ in views)
         loss_info = losses.info_loss(q_logits.float(), shown.c)
         info_g = loss_info

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from conftest import REPO, run_step, same, step_settings
+from conftest import REPO, recording_optimisers, run_step, same, step_settings
 from pipeline import augment, latents, losses, models, step
 from pipeline.config import load_config
 from pipeline.plan import Plan
@@ -58,6 +58,36 @@ def test_both_views_weigh_the_joint_and_the_separate_d_loss():
     assert abs(joint_loss - separate_loss) > 0.05  # the views differ, so the weights matter
     assert_close(stats["loss/d"], 0.25 * joint_loss + 0.75 * separate_loss)
     assert_close(stats["prob/d_real"], torch.sigmoid(joint[:8]).mean())
+
+
+def test_the_layers_before_d_s_batch_norm_run_once_per_batch_and_half_step(monkeypatch):
+    """The lab's tconv step (both views, Q on moved fakes and on changed reals, mode seeking): the
+    same losses, gradients and batch-norm statistics as with the whole trunk run on every view's
+    batch, while D's first convolution sees 6 batches of images, not 11 (D step: reals, fakes,
+    moved fakes, changed reals; G step: reals, fakes)."""
+    cfg = load_config([str(REPO / "configs" / "experiments" / "tconv_ns.yaml")], ["train.batch_size=8"])
+
+    def one_step():
+        torch.manual_seed(0)
+        g, d = models.build(cfg.model)
+        calls = []
+        d.trunk[0].register_forward_hook(lambda module, args, out: calls.append(args[0].shape[0]))
+        settings = dataclasses.replace(step_settings(cfg, seeking=1.0), lr_scale=None)
+        torch.manual_seed(1)
+        x, z, c = torch.rand(8, 1, 28, 28), torch.randn(8, 54), torch.randint(10, (8,))
+        opt = recording_optimisers(g, d)
+        stats = train_step(Nets(g, d), opt, Batch(x, z, c), settings)
+        return stats, [*opt.d.seen, *opt.q.seen, *opt.g.seen, *d.buffers()], calls
+
+    shared = one_step()
+    monkeypatch.setattr(step.Trunk, "__call__", lambda self, *batches: self.d.trunk(torch.cat(batches)))
+    whole = one_step()
+    assert sum(shared[2]) == 6 * 8 and sum(whole[2]) == 11 * 8, (shared[2], whole[2])
+    for key in shared[0]:
+        assert_close(shared[0][key], whole[0][key], rtol=1e-4, atol=1e-5)
+    assert len(shared[1]) == len(whole[1])
+    for got, expected in zip(shared[1], whole[1]):
+        assert_close(got, expected, rtol=1e-4, atol=1e-4 * float(expected.abs().max()))
 
 
 def test_q_learns_to_read_the_code_within_a_few_steps():
@@ -343,7 +373,7 @@ def shipped_step(name: str, seed: int, *overrides: str) -> dict:
         net = copy.deepcopy(net)
         shown = step.Shown(view(x), view(images), c, u, joint, z, images)
         with torch.no_grad():
-            views = shown.views(net, shown.fake, real=True)
+            views = shown.views(step.Trunk(net), shown.fake, real=True)
         return (sum(w * float(on_real.mean()) for w, on_real, *_ in views),
                 sum(w * float(on_fake.mean()) for w, _, on_fake, *_ in views))
 
@@ -352,7 +382,7 @@ def shipped_step(name: str, seed: int, *overrides: str) -> dict:
         net = copy.deepcopy(net)
         shown = step.Shown(x, images, c, u, joint, z, images)
         with torch.no_grad():
-            logits, means = net.read_codes(shown.features(net, images))
+            logits, means = net.read_codes(shown.features(step.Trunk(net), images))
             loss = losses.info_loss(logits, c)
             return float(loss if u is None else loss + tcfg.continuous_weight * losses.info_loss_continuous(means, u))
 

@@ -56,20 +56,28 @@ VARIANTS = ("textbook", "default", "fp32", "bf16", "channels_last", "compile", "
 OMP_WAIT = {"omp_spin": "ACTIVE", "omp_passive": "PASSIVE", "omp_default": None, "omp_short_spin": None}
 
 
-def batch_for(variant: str, batch_size: int) -> int:
+# tconv and upsample_sn as the lab's runs train them (configs/experiments/); paper as the default does.
+LAB_CONFIGS = {"tconv": "tconv_ns.yaml", "upsample_sn": "upsample_sn_ns.yaml"}
+
+
+def config_files(arch: str) -> list[str]:
+    return [str(ROOT / "configs" / "experiments" / LAB_CONFIGS[arch])] if arch in LAB_CONFIGS else []
+
+
+def batch_for(variant: str, batch_size: int, arch: str) -> int:
     """``batch_size``, or where it is 0 the textbook loop's (the paper's) for ``textbook`` and
-    ``b128`` and the config's ``train.batch_size`` for the other variants."""
+    ``b128`` and the ``train.batch_size`` of the config ``arch`` trains with for the others."""
     from pipeline.config import load_config
 
     if batch_size:
         return batch_size
-    return PAPER_BATCH if variant in ("textbook", "b128") else load_config([]).train.batch_size
+    return PAPER_BATCH if variant in ("textbook", "b128") else load_config(config_files(arch)).train.batch_size
 
 
 def worker(arch: str, variant: str, seconds: float, batch_size: int) -> dict:
     """Runs in its own process: builds the variant's step, warms it up, then steps for
     ``seconds`` and returns images/s (and the warm-up time, which holds compilation); the batch
-    is ``batch_for(variant, batch_size)``."""
+    is ``batch_for(variant, batch_size, arch)``."""
     sys.path.insert(0, str(ROOT))
     users_policy = os.environ.get("OMP_WAIT_POLICY")
     import pipeline  # noqa: F401  (its set-up of the torch runtime comes first, as in `infogan`)
@@ -94,12 +102,10 @@ def worker(arch: str, variant: str, seconds: float, batch_size: int) -> dict:
     from pipeline.plan import Plan
     from pipeline.step import Batch, Nets, train_step
 
-    bsz = batch_for(variant, batch_size)
+    bsz = batch_for(variant, batch_size, arch)
     if variant == "1thread":
         torch.set_num_threads(1)
-    # tconv and upsample_sn as the lab's runs train them (configs/experiments/); paper as the default does.
-    lab = {"tconv": "tconv_ns.yaml", "upsample_sn": "upsample_sn_ns.yaml"}
-    files = [str(ROOT / "configs" / "experiments" / lab[arch])] if arch in lab else []
+    files = config_files(arch)
     changed = {"no_real_q": ["train.real_consistency=0"], "own_views": ["train.d_augment=false"]}.get(variant, [])
     cfg = load_config(files, [f"model.arch={arch}", f"train.batch_size={bsz}", *changed])
     torch.manual_seed(0)
@@ -211,7 +217,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20, help="timed seconds per measurement (after warm-up)")
     parser.add_argument("--batch-size", type=int, default=0,
                         help="one batch for every variant (default: the textbook loop and b128 at the paper's 128, "
-                             "the others at the config's train.batch_size)")
+                             "the others at the train.batch_size of the config each network trains with)")
     parser.add_argument("--beside", action="store_true", help="also measure each variant beside a second identical process")
     parser.add_argument("--worker", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -230,7 +236,8 @@ def main() -> None:
 
     cpu = torch.device("cpu")
     batches = (f"batch {args.batch_size}" if args.batch_size else
-               f"batch {batch_for('textbook', 0)} (textbook, b128), {batch_for('default', 0)} (the others)")
+               f"batch {PAPER_BATCH} (textbook, b128), the config's for the others ("
+               + ", ".join(f"{arch} {batch_for('default', 0, arch)}" for arch in args.archs.split(",")) + ")")
     print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, {batches}, {args.seconds:g} s x "
           f"{args.rounds} rounds, medians; auto precision here: {hardware.resolve_precision('auto', cpu)} "
           f"({hardware.describe(cpu, 'auto', hardware.resolve_precision('auto', cpu))})", flush=True)

@@ -41,9 +41,12 @@ def test_the_speed_benchmark_compares_the_default_batch_with_the_textbook_loop_a
     from pipeline.config import load_config
 
     batch_for = script("train_speed").batch_for
-    assert [batch_for(v, 0) for v in ("textbook", "b128", "default", "bf16")] == [
+    assert [batch_for(v, 0, "paper") for v in ("textbook", "b128", "default", "bf16")] == [
         128, 128, *[load_config([]).train.batch_size] * 2]
-    assert {batch_for(v, 64) for v in ("textbook", "default")} == {64}
+    # The lab's networks step at their own configs' batch, not the default config's.
+    lab = load_config([str(REPO / "configs" / "experiments" / "tconv_ns.yaml")]).train.batch_size
+    assert lab != load_config([]).train.batch_size and batch_for("default", 0, "tconv") == lab
+    assert {batch_for(v, 64, a) for v in ("textbook", "default") for a in ("paper", "tconv")} == {64}
 
 
 def run_script(home, name: str, *args: str) -> str:

@@ -118,10 +118,9 @@ class Trunk:
         return self.d.rest(stems[0] if len(stems) == 1 else torch.cat(stems))
 
     def stem(self, images: torch.Tensor) -> torch.Tensor:
-        found = self.stems.get(id(images))
-        if found is None or found[0] is not images:  # (the batch is kept, so its id stays its own)
-            found = self.stems[id(images)] = (images, self.d.stem(images))
-        return found[1]
+        if id(images) not in self.stems:  # (the batch is kept with it, so its id stays its own)
+            self.stems[id(images)] = (images, self.d.stem(images))
+        return self.stems[id(images)][1]
 
 
 @dataclass
